@@ -1,0 +1,32 @@
+"""Run a stage's main() with errors a user can act on instead of tracebacks."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from typing import Callable, NoReturn
+
+from stages.files import DataError
+from stages.params import ParamsError
+
+# Problems of input the user can fix; anything else is a bug and keeps its traceback.
+USER_ERRORS = (ParamsError, DataError)
+EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
+
+
+def _interrupt_on_sigterm(signum, frame) -> NoReturn:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run(main: Callable[[], None]) -> NoReturn:
+    """Call `main`; exit 1 with a one-line message on bad input, 130 when interrupted."""
+    signal.signal(signal.SIGTERM, _interrupt_on_sigterm)  # clean up as on Ctrl-C
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("interrupted: no output was written", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(EXIT_ERROR)
+    sys.exit(0)

@@ -1,0 +1,86 @@
+"""MNIST files: verify their content, decode them once, and read the decoded tensors.
+
+The .gz wrappers of the same data differ between mirrors, so files are verified
+by the SHA-256 of their decompressed content. Decoding reuses torchvision's IDX
+reader; what it lacks (checksums, clear errors, one compact file) lives here.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import tempfile
+import zlib
+from pathlib import Path
+
+import torch
+from torchvision.datasets.mnist import read_image_file, read_label_file
+
+from stages.files import DataError
+
+# The statistics of the MNIST training images, as the reference scripts used them.
+MEAN, STD = 0.1307, 0.3081
+IMAGE_SIZE = 28
+SPLITS = ("train", "test")
+
+
+def decompress(gz_bytes: bytes, name: str) -> bytes:
+    """The content of a gzip file; a DataError naming `name` if it is not one."""
+    try:
+        return gzip.decompress(gz_bytes)
+    except (OSError, EOFError, zlib.error) as err:
+        raise DataError(f"{name}: not a valid gzip file ({err})") from None
+
+
+def content_sha256(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+def decode_idx(content: bytes, kind: str, name: str) -> torch.Tensor:
+    """Decode decompressed IDX bytes: `kind` is "images" (N, 28, 28) uint8 or "labels" (N,) int64."""
+    reader = read_image_file if kind == "images" else read_label_file
+    with tempfile.TemporaryDirectory() as tmp:  # torchvision's reader takes a path
+        path = Path(tmp) / "idx"
+        path.write_bytes(content)
+        try:
+            tensor = reader(str(path))
+        except (AssertionError, KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise DataError(f"{name}: not a valid IDX {kind} file ({err or type(err).__name__})") from None
+    if kind == "images" and tuple(tensor.shape[1:]) != (IMAGE_SIZE, IMAGE_SIZE):
+        raise DataError(f"{name}: images are {tuple(tensor.shape[1:])}, expected 28x28")
+    return tensor.clone()  # own the memory, not the temporary buffer
+
+
+def assemble(decoded: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Check that images and labels agree, keyed e.g. `train_images`, `train_labels`."""
+    for split in SPLITS:
+        images, labels = decoded[f"{split}_images"], decoded[f"{split}_labels"]
+        if len(images) != len(labels):
+            raise DataError(f"{split}: {len(images)} images but {len(labels)} labels")
+        if len(labels) and (labels.min() < 0 or labels.max() > 9):
+            raise DataError(f"{split}: labels outside 0-9")
+    return decoded
+
+
+def save_dataset(dataset: dict[str, torch.Tensor], path: Path) -> None:
+    torch.save(dataset, path)
+
+
+def load_dataset(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read the decoded tensors written by the download stage (no unpickling of code)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: missing; run `dvc repro` to download and decode the data")
+    try:
+        dataset = torch.load(path, weights_only=True)
+    except Exception as err:  # torch raises several types for a damaged archive
+        raise DataError(f"{path}: cannot be read as a decoded dataset ({err})") from None
+    missing = [f"{s}_{k}" for s in SPLITS for k in ("images", "labels") if f"{s}_{k}" not in dataset]
+    if missing:
+        raise DataError(f"{path}: missing entries {missing}; rerun the download stage")
+    return dataset
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28), standardised like the reference scripts."""
+    return ((images.float() / 255 - MEAN) / STD).unsqueeze(1)

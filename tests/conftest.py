@@ -1,0 +1,71 @@
+"""Shared fixtures: a tiny synthetic MNIST in real IDX format, and a params.yaml that points at it."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+FILE_NAMES = {
+    "train_images": "train-images-idx3-ubyte.gz",
+    "train_labels": "train-labels-idx1-ubyte.gz",
+    "test_images": "t10k-images-idx3-ubyte.gz",
+    "test_labels": "t10k-labels-idx1-ubyte.gz",
+}
+
+
+def idx_bytes(tensor: torch.Tensor) -> bytes:
+    """Encode a uint8 tensor in the IDX format (big-endian header, then the raw bytes)."""
+    header = struct.pack(">I", 0x0800 + tensor.dim()) + struct.pack(f">{tensor.dim()}I", *tensor.shape)
+    return header + tensor.contiguous().numpy().tobytes()
+
+
+def synthetic_split(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Easy digits: class c is a bright 6x6 block at a position of its own, plus noise."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 10
+    labels = labels[torch.randperm(n, generator=generator)]
+    images = torch.randint(0, 60, (n, 28, 28), generator=generator, dtype=torch.uint8)
+    for i, c in enumerate(labels.tolist()):
+        row, col = 2 + 12 * (c // 5), 1 + 5 * (c % 5)
+        images[i, row : row + 6, col : col + 6] = 255
+    return images, labels.to(torch.uint8)
+
+
+def write_mnist(folder: Path, n_train: int = 600, n_test: int = 200) -> dict[str, str]:
+    """Write the four .gz files; returns each key's sha256 of decompressed content."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    tensors["train_images"], tensors["train_labels"] = synthetic_split(n_train, seed=1)
+    tensors["test_images"], tensors["test_labels"] = synthetic_split(n_test, seed=2)
+    digests = {}
+    for key, name in FILE_NAMES.items():
+        content = idx_bytes(tensors[key])
+        (folder / name).write_bytes(gzip.compress(content, mtime=0))
+        digests[key] = hashlib.sha256(content).hexdigest()
+    return digests
+
+
+def params_for(digests: dict[str, str], mirrors: list[str], **train) -> dict:
+    """The repository's params.yaml, pointed at synthetic data and shrunk to run in seconds."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["download"]["mirrors"] = mirrors
+    params["download"]["timeout"] = 5
+    for key, digest in digests.items():
+        params["download"]["files"][key]["sha256"] = digest
+    params["train"].update({"model": "cnn9k", "epochs": 1, "batch_size": 32, "lr": 0.01, "device": "cpu"})
+    params["train"].update(train)
+    params["evaluate"]["batch_size"] = 64
+    return params
+
+
+@pytest.fixture
+def mnist_dir(tmp_path) -> tuple[Path, dict[str, str]]:
+    folder = tmp_path / "mirror"
+    return folder, write_mnist(folder)

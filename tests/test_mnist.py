@@ -1,0 +1,70 @@
+import gzip
+
+import pytest
+import torch
+
+from stages import mnist
+from stages.files import DataError
+from tests.conftest import FILE_NAMES, idx_bytes, synthetic_split
+
+
+def test_idx_images_and_labels_decode_to_the_tensors_that_were_encoded():
+    images, labels = synthetic_split(20, seed=0)
+    decoded_images = mnist.decode_idx(idx_bytes(images), "images", "imgs")
+    decoded_labels = mnist.decode_idx(idx_bytes(labels), "labels", "lbls")
+    assert torch.equal(decoded_images, images)
+    assert decoded_labels.dtype == torch.int64 and torch.equal(decoded_labels, labels.long())
+
+
+def test_truncated_or_wrong_kind_of_idx_is_a_data_error_naming_the_file():
+    images, labels = synthetic_split(4, seed=0)
+    with pytest.raises(DataError, match="imgs: not a valid IDX images file"):
+        mnist.decode_idx(idx_bytes(labels), "images", "imgs")  # a 1-d file where 3-d is due
+    with pytest.raises(DataError, match="bad.gz: not a valid IDX labels file"):
+        mnist.decode_idx(b"\x00\x00\x08", "labels", "bad.gz")
+
+
+def test_decompress_names_a_file_that_is_not_gzip():
+    assert mnist.decompress(gzip.compress(b"abc"), "x.gz") == b"abc"
+    with pytest.raises(DataError, match="x.gz: not a valid gzip file"):
+        mnist.decompress(b"<html>404</html>", "x.gz")
+    with pytest.raises(DataError, match="x.gz: not a valid gzip file"):
+        mnist.decompress(gzip.compress(b"abc" * 100)[:-10], "x.gz")  # cut short
+
+
+def test_assemble_refuses_images_and_labels_that_disagree():
+    images, labels = synthetic_split(10, seed=0)
+    parts = {"train_images": images, "train_labels": labels[:9].long(),
+             "test_images": images, "test_labels": labels.long()}
+    with pytest.raises(DataError, match="train: 10 images but 9 labels"):
+        mnist.assemble(parts)
+
+
+def test_dataset_round_trips_through_the_decoded_file(tmp_path):
+    images, labels = synthetic_split(10, seed=0)
+    dataset = {f"{s}_{k}": t for s in mnist.SPLITS for k, t in (("images", images), ("labels", labels.long()))}
+    mnist.save_dataset(dataset, tmp_path / "d.pt")
+    loaded = mnist.load_dataset(tmp_path / "d.pt")
+    assert all(torch.equal(loaded[k], dataset[k]) for k in dataset)
+
+
+def test_load_dataset_names_a_missing_or_corrupt_file(tmp_path):
+    with pytest.raises(DataError, match="d.pt: missing; run `dvc repro`"):
+        mnist.load_dataset(tmp_path / "d.pt")
+    (tmp_path / "d.pt").write_bytes(b"not a torch file")
+    with pytest.raises(DataError, match="d.pt: cannot be read"):
+        mnist.load_dataset(tmp_path / "d.pt")
+
+
+def test_normalize_standardises_and_adds_the_channel_axis():
+    x = mnist.normalize(torch.tensor([[[0, 255]]], dtype=torch.uint8))
+    assert x.shape == (1, 1, 1, 2)
+    expected = torch.tensor([-mnist.MEAN / mnist.STD, (1 - mnist.MEAN) / mnist.STD])
+    assert torch.allclose(x.flatten(), expected)
+
+
+def test_file_names_are_the_ones_params_yaml_lists():
+    from stages import params
+    from tests.conftest import ROOT
+    listed = params.load(ROOT / "params.yaml").download.files
+    assert {k: f.name for k, f in listed.items()} == FILE_NAMES
