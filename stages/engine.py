@@ -1,0 +1,112 @@
+"""The training engine: whole-dataset tensors in memory, batches drawn by index.
+
+No per-image Python and no DataLoader: the dataset is one tensor (on the GPU
+when there is one), an epoch is one seeded permutation, and running sums stay
+on the device so no step waits on a `.item()`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from stages.models import NUM_CLASSES
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    loss: float
+    accuracy: float
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    loss: float
+    accuracy: float
+    predictions: torch.Tensor  # (N,) int64, the predicted class of each example
+    confusion: torch.Tensor  # (NUM_CLASSES, NUM_CLASSES) int64, rows = true class, columns = predicted
+
+
+def pick_device(requested: str) -> torch.device:
+    """The device to train on: `auto` takes CUDA, then Apple MPS, then the CPU."""
+    if requested != "auto":
+        return torch.device(requested)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
+    """The optimisers params.yaml may name (see stages.params.OPTIMIZERS)."""
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True)
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+def batches(n: int, batch_size: int, generator: torch.Generator | None) -> Iterator[torch.Tensor]:
+    """Index batches covering 0..n-1: shuffled by `generator`, or in order when None."""
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    yield from order.split(batch_size)
+
+
+def train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,  # (N, 1, 28, 28) float, on the model's device
+    labels: torch.Tensor,  # (N,) int64, same device
+    batch_size: int,
+    generator: torch.Generator,
+    on_batch: Callable[[int], None] = lambda n: None,
+) -> EpochStats:
+    """One pass over the data in a seeded random order; returns mean loss and accuracy."""
+    model.train()
+    loss_sum = torch.zeros((), device=images.device)
+    correct = torch.zeros((), dtype=torch.int64, device=images.device)
+    for index in batches(len(labels), batch_size, generator):
+        index = index.to(images.device)
+        x, y = images[index], labels[index]
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.argmax(1) == y).sum()
+        on_batch(len(y))
+    n = len(labels)
+    return EpochStats(loss=loss_sum.item() / n, accuracy=correct.item() / n)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> Evaluation:
+    """Mean loss, accuracy, predictions and confusion matrix of `model` on the given tensors."""
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=images.device)
+    predictions = torch.empty_like(labels)
+    for index in batches(len(labels), batch_size, generator=None):
+        index = index.to(images.device)
+        logits = model(images[index])
+        loss_sum += F.cross_entropy(logits, labels[index], reduction="sum").double()
+        predictions[index] = logits.argmax(1)
+    labels, predictions = labels.cpu(), predictions.cpu()
+    confusion = torch.bincount(labels * NUM_CLASSES + predictions, minlength=NUM_CLASSES**2)
+    confusion = confusion.view(NUM_CLASSES, NUM_CLASSES)
+    n = len(labels)
+    return Evaluation(loss=loss_sum.item() / n, accuracy=confusion.trace().item() / n,
+                      predictions=predictions, confusion=confusion)
+
+
+def per_class_accuracy(confusion: torch.Tensor) -> list[float | None]:
+    """Recall of each true class; None where a class has no examples."""
+    totals = confusion.sum(1).tolist()
+    return [int(hit) / total if total else None for hit, total in zip(confusion.diag().tolist(), totals)]

@@ -1,0 +1,149 @@
+"""The one door to MLflow: where runs are stored, how they end, what they record.
+
+The default store is a SQLite database with artifacts beside it, under
+`mlruns/` at the repository root; $MLFLOW_TRACKING_URI overrides it. Nothing
+here waits on the network: telemetry is off and model requirements are pinned
+rather than inferred.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # read when mlflow is imported
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+import mlflow  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from mlflow.data.dataset_source_registry import resolve_dataset_source  # noqa: E402
+from mlflow.data.meta_dataset import MetaDataset  # noqa: E402
+from mlflow.models import infer_signature  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+STORE = ROOT / "mlruns"
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{STORE / 'mlflow.db'}"
+
+
+def _experiment_id(name: str) -> str:
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    local = not os.environ.get("MLFLOW_TRACKING_URI")  # a server chooses its own artifact store
+    artifacts = (STORE / "artifacts").as_uri() if local else None
+    return mlflow.create_experiment(name, artifact_location=artifacts)
+
+
+def _git(*args: str) -> str:
+    result = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+    return result.stdout.strip() if result.returncode == 0 else ""
+
+
+def identity_tags() -> dict[str, str]:
+    """What a run was made from: the git commit, and whether tracked files differed from it."""
+    return {
+        "git.commit": _git("rev-parse", "HEAD") or "none",
+        "git.dirty": str(bool(_git("status", "--porcelain", "--untracked-files=no"))).lower(),
+    }
+
+
+@contextmanager
+def run(experiment: str, stage: str, run_name: str | None = None, run_id: str | None = None) -> Iterator[str]:
+    """Start (or, with `run_id`, resume) a run; it ends FINISHED, FAILED or KILLED as it truly ended."""
+    mlflow.set_tracking_uri(tracking_uri())
+    experiment_id = None if run_id else _experiment_id(experiment)
+    active = mlflow.start_run(run_id=run_id, experiment_id=experiment_id, run_name=run_name)
+    try:
+        mlflow.set_tags({**({} if run_id else identity_tags()), f"stage.{stage}": "ran"})
+        yield active.info.run_id
+    except KeyboardInterrupt:
+        mlflow.end_run("KILLED")
+        raise
+    except BaseException:
+        mlflow.end_run("FAILED")
+        raise
+    mlflow.end_run("FINISHED")
+
+
+def log_params(params: dict[str, Any]) -> None:
+    mlflow.log_params({k: "null" if v is None else v for k, v in params.items()})
+
+
+def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+    mlflow.log_metrics(metrics, step=step)
+
+
+def set_tags(tags: dict[str, Any]) -> None:
+    mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(device: torch.device) -> dict[str, str]:
+    """What a result depends on beyond params and data."""
+    return {
+        "env.torch": torch.__version__,
+        "env.python": platform.python_version(),
+        "env.device": str(device),
+        "env.device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+        "env.threads": str(torch.get_num_threads()),
+        "env.platform": platform.platform(),
+    }
+
+
+def log_provenance(provenance: dict[str, Any]) -> None:
+    """The download stage's record: where each file came from and what it contained."""
+    mlflow.log_dict(provenance, "dataset/provenance.json")
+    set_tags({"dataset.digest": provenance["digest"], "dataset.sources": ", ".join(provenance["sources"])})
+    log_metrics({"dataset/train_samples": provenance["train_samples"], "dataset/test_samples": provenance["test_samples"]})
+
+
+def log_dataset_input(provenance: dict[str, Any], context: str) -> None:
+    """Link the dataset to the active run as an MLflow input, identified by its content digest."""
+    with warnings.catch_warnings():  # a local folder matches several source types; any will do
+        warnings.simplefilter("ignore", UserWarning)
+        source = resolve_dataset_source(provenance["sources"][0])
+    dataset = MetaDataset(source=source, name="mnist", digest=provenance["digest"][:16])
+    mlflow.log_input(dataset, context=context, tags={"train_samples": str(provenance["train_samples"])})
+    mlflow.log_dict(provenance, "dataset/provenance.json")
+
+
+def log_model(model: torch.nn.Module, example: torch.Tensor) -> str:
+    """Log `model` as an MLflow model (torch.export: loading it unpickles no code); returns its URI."""
+    model = model.cpu().eval()
+    with torch.no_grad():
+        output = model(example).numpy()
+    info = mlflow.pytorch.log_model(
+        model,
+        name="model",
+        signature=infer_signature(example.numpy(), output),
+        input_example=example.numpy().astype(np.float32),
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"],
+        serialization_format="pt2",
+    )
+    return info.model_uri
+
+
+def log_figure(figure, path: str) -> None:
+    mlflow.log_figure(figure, path)
+
+
+def log_artifact(path: str | Path, folder: str | None = None) -> None:
+    mlflow.log_artifact(str(path), folder)

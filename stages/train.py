@@ -1,0 +1,82 @@
+"""train stage: train the model params.yaml names, log it to MLflow, write its weights.
+
+Outputs (paths in params.yaml): the weights as a state dict (load it with
+`weights_only=True`), a model card naming the architecture and the MLflow run,
+the final epoch's train metrics, and the per-epoch history.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+
+import torch
+from tqdm import tqdm
+
+from stages import cli, engine, mnist, models, params as params_module, tracking
+from stages.files import atomic_path, read_json, write_json
+from stages.params import TrainParams
+
+EXAMPLE_IMAGES = 4  # in the MLflow model's input example
+
+
+def fit(model, train: TrainParams, images, labels, on_epoch) -> list[dict]:
+    """Train `model` in place for `train.epochs` epochs; returns the per-epoch history."""
+    optimizer = engine.make_optimizer(train.optimizer, model.parameters(), train.lr)
+    generator = torch.Generator().manual_seed(train.seed)  # data order depends on the seed only
+    history = []
+    for epoch in range(1, train.epochs + 1):
+        start = time.perf_counter()
+        with tqdm(total=len(labels), desc=f"epoch {epoch}/{train.epochs}", unit="img", disable=None,
+                  file=sys.stderr, leave=False) as bar:
+            stats = engine.train_epoch(model, optimizer, images, labels, train.batch_size, generator, bar.update)
+        row = {"epoch": epoch, "loss": stats.loss, "accuracy": stats.accuracy}
+        history.append(row)  # no timings here: the history is a reproducible DVC output
+        on_epoch(row, time.perf_counter() - start)
+    return history
+
+
+def main() -> None:
+    params = params_module.load()
+    train, paths = params.train, params.paths
+    dataset = mnist.load_dataset(paths.dataset)
+    provenance = read_json(paths.provenance, produced_by="download")
+    device = engine.pick_device(train.device)
+    torch.manual_seed(train.seed)
+    images = mnist.normalize(dataset["train_images"]).to(device)
+    labels = dataset["train_labels"].to(device)
+    model = models.build(train.model, train.dropout).to(device)
+    n_params = models.count_parameters(model)
+    dropout = models.resolve_dropout(train.model, train.dropout)
+
+    def on_epoch(row: dict, seconds: float) -> None:
+        print(f"train: epoch {row['epoch']}/{train.epochs} loss {row['loss']:.4f} "
+              f"accuracy {row['accuracy']:.4f} ({seconds:.1f} s)", file=sys.stderr)
+        tracking.log_metrics({"train/loss": row["loss"], "train/accuracy": row["accuracy"],
+                              "train/epoch_seconds": seconds}, step=row["epoch"])
+
+    run_name = f"{train.model}-e{train.epochs}-s{train.seed}"
+    with tracking.run(params.tracking.experiment, stage="train", run_name=run_name) as run_id:
+        tracking.log_params({**dataclasses.asdict(train), "dropout": dropout})
+        tracking.log_params({"param_count": n_params})
+        tracking.set_tags({**tracking.environment(device), "model": train.model})
+        tracking.log_dataset_input(provenance, context="training")
+        print(f"train: {train.model} ({n_params:,} parameters) on {device}, "
+              f"{len(labels):,} images, {train.epochs} epoch(s)", file=sys.stderr)
+        history = fit(model, train, images, labels, on_epoch)
+        example = mnist.normalize(dataset["test_images"][:EXAMPLE_IMAGES])
+        model_uri = tracking.log_model(model, example)
+
+        card = {"model": train.model, "dropout": dropout, "params": n_params,
+                "mlflow_run_id": run_id, "mlflow_model_uri": model_uri, "dataset_digest": provenance["digest"]}
+        with atomic_path(paths.model) as tmp:
+            torch.save(model.cpu().state_dict(), tmp)
+        write_json(paths.model_card, card)
+        write_json(paths.train_history, history)
+        final = history[-1]
+        write_json(paths.train_metrics, {"loss": final["loss"], "accuracy": final["accuracy"], "params": n_params})
+
+
+if __name__ == "__main__":
+    cli.run(main)

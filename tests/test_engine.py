@@ -1,0 +1,80 @@
+import pytest
+import torch
+from torch import nn
+
+from stages import engine, mnist, models
+from tests.conftest import synthetic_split
+
+
+def tiny_data(n=200, seed=1):
+    images, labels = synthetic_split(n, seed)
+    return mnist.normalize(images), labels.long()
+
+
+def test_batches_cover_every_index_once_in_a_seeded_order():
+    first = torch.cat(list(engine.batches(10, 3, torch.Generator().manual_seed(5))))
+    again = torch.cat(list(engine.batches(10, 3, torch.Generator().manual_seed(5))))
+    assert sorted(first.tolist()) == list(range(10)) and torch.equal(first, again)
+    assert [len(b) for b in engine.batches(10, 3, None)] == [3, 3, 3, 1]
+
+
+def test_training_learns_the_synthetic_digits():
+    torch.manual_seed(0)
+    images, labels = tiny_data(600)
+    model = models.build("cnn9k")
+    optimizer = engine.make_optimizer("adam", model.parameters(), lr=0.01)
+    before = engine.evaluate(model, images, labels, 100).loss
+    for _ in range(2):
+        stats = engine.train_epoch(model, optimizer, images, labels, 32, torch.Generator().manual_seed(0))
+    after = engine.evaluate(model, images, labels, 100)
+    assert after.loss < before / 2 and after.accuracy > 0.9 and 0 <= stats.accuracy <= 1
+
+
+def test_same_seed_gives_identical_weights_and_another_seed_does_not():
+    def train(seed):
+        torch.manual_seed(seed)
+        images, labels = tiny_data(64)
+        model = models.build("cnn9k")
+        optimizer = engine.make_optimizer("adam", model.parameters(), lr=0.01)
+        engine.train_epoch(model, optimizer, images, labels, 16, torch.Generator().manual_seed(seed))
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    assert torch.equal(train(3), train(3))
+    assert not torch.equal(train(3), train(4))
+
+
+class Constant(nn.Module):
+    """Always predicts class `c` with certainty: a reference whose metrics are known exactly."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.c = c
+
+    def forward(self, x):
+        logits = torch.full((len(x), models.NUM_CLASSES), -1e4)
+        logits[:, self.c] = 0.0
+        return logits
+
+
+def test_evaluate_matches_hand_computed_metrics():
+    labels = torch.tensor([3, 3, 1, 0, 3])
+    result = engine.evaluate(Constant(3), torch.zeros(5, 1, 28, 28), labels, batch_size=2)
+    assert result.accuracy == pytest.approx(3 / 5)
+    assert result.loss == pytest.approx(2 / 5 * 1e4, rel=1e-6)
+    assert result.confusion.sum() == 5 and result.confusion[3, 3] == 3 and result.confusion[1, 3] == 1
+    assert torch.equal(result.predictions, torch.full((5,), 3))
+    per_class = engine.per_class_accuracy(result.confusion)
+    assert per_class[3] == 1.0 and per_class[0] == 0.0 and per_class[2] is None
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
+def test_every_optimizer_params_allow_can_be_built(name):
+    from stages.params import OPTIMIZERS
+    assert name in OPTIMIZERS
+    assert isinstance(engine.make_optimizer(name, [nn.Parameter(torch.zeros(1))], 0.1), torch.optim.Optimizer)
+
+
+def test_auto_device_is_cpu_without_an_accelerator():
+    expected = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    assert engine.pick_device("auto").type == expected
+    assert engine.pick_device("cpu").type == "cpu"
