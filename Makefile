@@ -1,0 +1,36 @@
+# The two front doors: `make repro` (install, then run the pipeline) and `make test`.
+# Both create .venv and install the pinned dependencies the first time.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(abspath $(VENV))/bin
+STAMP := $(VENV)/.installed
+MLFLOW_PORT ?= 5000
+
+# DVC runs each stage's `python -m stages.X` through the shell: put the venv first.
+export PATH := $(BIN):$(PATH)
+
+.PHONY: install repro test ui lock clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -r requirements.txt -c requirements.lock
+	touch $@
+
+repro: install
+	dvc repro
+
+test: install
+	pytest
+
+ui: install
+	mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT)
+
+lock: install
+	{ echo "# Every installed package, pinned: regenerate with 'make lock' after changing requirements.txt."; \
+	  $(BIN)/python -m pip freeze; } > requirements.lock
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,110 @@
+"""End to end: `dvc repro` in a copy of the repository, on synthetic data, as a user runs it."""
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, params_for, write_mnist
+
+
+def sh(*args, cwd, env=None):
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"{args} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    """A git + DVC repository holding this project's code and a synthetic mirror."""
+    tmp = tmp_path_factory.mktemp("e2e")
+    repo = tmp / "repo"
+    shutil.copytree(ROOT / "stages", repo / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
+        shutil.copy(ROOT / name, repo / name)
+    shutil.copytree(ROOT / ".dvc", repo / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
+    (repo / "mlruns").mkdir()
+    shutil.copy(ROOT / "mlruns/.gitignore", repo / "mlruns/.gitignore")
+    digests = write_mnist(tmp / "mirror")
+    (repo / "params.yaml").write_text(yaml.safe_dump(params_for(digests, ["http://127.0.0.1:9/"]), sort_keys=False))
+    env = {**os.environ, "MNIST_MIRROR": str(tmp / "mirror"),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)  # the default store under mlruns/ is what we test
+    sh("git", "init", "-q", cwd=repo)
+    sh("git", "add", "-A", cwd=repo)
+    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init", cwd=repo)
+    first = sh("dvc", "repro", cwd=repo, env=env)
+    return repo, env, first
+
+
+def runs(repo):
+    with sqlite3.connect(repo / "mlruns/mlflow.db") as db:
+        return db.execute("SELECT run_uuid, status, name FROM runs ORDER BY start_time").fetchall()
+
+
+def test_repro_runs_every_stage_and_writes_the_declared_metrics(repo):
+    repo, _, first = repo
+    for stage in ("download", "train", "evaluate"):
+        assert f"Running stage '{stage}'" in first
+    metrics = json.loads((repo / "metrics/test.json").read_text())
+    assert metrics["params"] == 8890
+    assert 0.5 < metrics["accuracy"] <= 1  # the synthetic digits are easy; chance is 0.1
+    assert sum(map(sum, metrics["confusion"])) == 200
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    assert set(lock["stages"]) == {"download", "train", "evaluate"}
+
+
+def test_one_mlflow_run_holds_params_curves_metrics_dataset_and_model(repo):
+    repo, env, _ = repo
+    card = json.loads((repo / "models/model.json").read_text())
+    metrics = json.loads((repo / "metrics/test.json").read_text())
+    check = textwrap.dedent(f"""
+        import json, mlflow, torch
+        from stages import mnist
+        run = mlflow.get_run({card['mlflow_run_id']!r})
+        client = mlflow.MlflowClient()
+        model = mlflow.pyfunc.load_model({card['mlflow_model_uri']!r})
+        data = mnist.load_dataset("data/mnist.pt")
+        out = model.predict(mnist.normalize(data["test_images"]).numpy())
+        print(json.dumps({{
+            "status": run.info.status, "params": run.data.params, "metrics": run.data.metrics,
+            "tags": run.data.tags, "inputs": [d.dataset.name for d in run.inputs.dataset_inputs],
+            "curve": [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")],
+            "artifacts": [a.path for a in client.list_artifacts(run.info.run_id, "evaluation")],
+            "pyfunc_accuracy": (torch.as_tensor(out).argmax(1) == data["test_labels"]).double().mean().item(),
+        }}))
+    """)
+    tracking_env = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlruns/mlflow.db'}"}
+    found = json.loads(sh(sys.executable, "-c", check, cwd=repo, env=tracking_env).strip().splitlines()[-1])
+    assert found["status"] == "FINISHED"
+    assert found["params"]["model"] == "cnn9k" and found["params"]["param_count"] == "8890"
+    assert found["params"]["dropout"] == "0.2" and found["params"]["lr"] == "0.01"
+    assert found["metrics"]["test/accuracy"] == metrics["accuracy"]
+    assert "train/accuracy" in found["metrics"] and found["curve"] == [1]
+    assert found["tags"]["git.commit"] == sh("git", "rev-parse", "HEAD", cwd=repo).strip()
+    assert found["inputs"] == ["mnist"]
+    assert found["artifacts"] == ["evaluation/confusion_matrix.png"]
+    assert found["pyfunc_accuracy"] == pytest.approx(metrics["accuracy"])
+
+
+def test_second_repro_changes_nothing_and_an_epoch_change_skips_download(repo):
+    repo, env, _ = repo
+    lock, n_runs = (repo / "dvc.lock").read_text(), len(runs(repo))
+    again = sh("dvc", "repro", cwd=repo, env=env)
+    assert "Running stage" not in again
+    assert (repo / "dvc.lock").read_text() == lock and len(runs(repo)) == n_runs
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"]["epochs"] = 2
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    changed = sh("dvc", "repro", cwd=repo, env=env)
+    assert "Running stage 'train'" in changed and "Running stage 'evaluate'" in changed
+    assert "Running stage 'download'" not in changed
+    assert [status for _, status, _ in runs(repo)].count("FINISHED") == len(runs(repo))
