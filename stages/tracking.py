@@ -30,16 +30,20 @@ ROOT = Path(__file__).resolve().parents[1]
 STORE = ROOT / "mlruns"
 
 
+DEFAULT_URI = f"sqlite:///{STORE / 'mlflow.db'}"
+
+
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{STORE / 'mlflow.db'}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
 
 
 def _experiment_id(name: str) -> str:
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    local = not os.environ.get("MLFLOW_TRACKING_URI")  # a server chooses its own artifact store
-    artifacts = (STORE / "artifacts").as_uri() if local else None
+    # In the default store, artifacts sit beside the database; elsewhere the store decides.
+    # (Not decided by $MLFLOW_TRACKING_URI: mlflow.set_tracking_uri sets that variable.)
+    artifacts = (STORE / "artifacts").as_uri() if mlflow.get_tracking_uri() == DEFAULT_URI else None
     return mlflow.create_experiment(name, artifact_location=artifacts)
 
 

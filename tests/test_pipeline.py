@@ -74,7 +74,7 @@ def test_one_mlflow_run_holds_params_curves_metrics_dataset_and_model(repo):
         data = mnist.load_dataset("data/mnist.pt")
         out = model.predict(mnist.normalize(data["test_images"]).numpy())
         print(json.dumps({{
-            "status": run.info.status, "params": run.data.params, "metrics": run.data.metrics,
+            "status": run.info.status, "artifact_uri": run.info.artifact_uri, "params": run.data.params, "metrics": run.data.metrics,
             "tags": run.data.tags, "inputs": [d.dataset.name for d in run.inputs.dataset_inputs],
             "curve": [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")],
             "artifacts": [a.path for a in client.list_artifacts(run.info.run_id, "evaluation")],
@@ -84,6 +84,7 @@ def test_one_mlflow_run_holds_params_curves_metrics_dataset_and_model(repo):
     tracking_env = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlruns/mlflow.db'}"}
     found = json.loads(sh(sys.executable, "-c", check, cwd=repo, env=tracking_env).strip().splitlines()[-1])
     assert found["status"] == "FINISHED"
+    assert found["artifact_uri"].startswith((repo / "mlruns/artifacts").as_uri())
     assert found["params"]["model"] == "cnn9k" and found["params"]["param_count"] == "8890"
     assert found["params"]["dropout"] == "0.2" and found["params"]["lr"] == "0.01"
     assert found["metrics"]["test/accuracy"] == metrics["accuracy"]
