@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 from stages import cli, mnist, params as params_module, tracking
-from stages.files import DataError, atomic_dir, atomic_path, write_json
+from stages.files import DataError, atomic_dir, save_torch, write_json
 from stages.params import DataFile, Params
 
 MIRROR_ENV = "MNIST_MIRROR"
@@ -94,8 +94,7 @@ def main() -> None:
         dataset, provenance = download(params, dict(os.environ), staging)
         with tracking.run(params.tracking.experiment + "-data", run_name="download", stage="download"):
             tracking.log_provenance(provenance)
-        with atomic_path(paths.dataset) as tmp:
-            mnist.save_dataset(dataset, tmp)
+        save_torch(dataset, paths.dataset)
         write_json(paths.provenance, provenance)
 
 

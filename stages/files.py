@@ -33,6 +33,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         Path(tmp).unlink(missing_ok=True)
 
 
+def save_torch(obj: Any, path: str | Path) -> None:
+    """torch.save, atomically and byte-reproducibly (given a path, torch names the
+    archive's inner folder after the random temporary file; given a handle, "archive")."""
+    import torch
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(obj, handle)
+
+
 def write_json(path: str | Path, data: Any) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2) + "\n")

@@ -62,10 +62,6 @@ def assemble(decoded: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return decoded
 
 
-def save_dataset(dataset: dict[str, torch.Tensor], path: Path) -> None:
-    torch.save(dataset, path)
-
-
 def load_dataset(path: str | Path) -> dict[str, torch.Tensor]:
     """Read the decoded tensors written by the download stage (no unpickling of code)."""
     path = Path(path)

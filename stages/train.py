@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from stages import cli, engine, mnist, models, params as params_module, tracking
-from stages.files import atomic_path, read_json, write_json
+from stages.files import read_json, save_torch, write_json
 from stages.params import TrainParams
 
 EXAMPLE_IMAGES = 4  # in the MLflow model's input example
@@ -70,8 +70,7 @@ def main() -> None:
 
         card = {"model": train.model, "dropout": dropout, "params": n_params,
                 "mlflow_run_id": run_id, "mlflow_model_uri": model_uri, "dataset_digest": provenance["digest"]}
-        with atomic_path(paths.model) as tmp:
-            torch.save(model.cpu().state_dict(), tmp)
+        save_torch(model.cpu().state_dict(), paths.model)
         write_json(paths.model_card, card)
         write_json(paths.train_history, history)
         final = history[-1]

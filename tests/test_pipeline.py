@@ -109,3 +109,11 @@ def test_second_repro_changes_nothing_and_an_epoch_change_skips_download(repo):
     assert "Running stage 'train'" in changed and "Running stage 'evaluate'" in changed
     assert "Running stage 'download'" not in changed
     assert [status for _, status, _ in runs(repo)].count("FINISHED") == len(runs(repo))
+
+
+def test_forced_rerun_gives_identical_data_model_and_metrics(repo):
+    repo, env, _ = repo
+    outputs = ("data/mnist.pt", "models/model.pt", "metrics/test.json", "metrics/train_history.json")
+    before = {path: (repo / path).read_bytes() for path in outputs}
+    sh("dvc", "repro", "-f", cwd=repo, env=env)
+    assert {path: (repo / path).read_bytes() for path in outputs} == before
