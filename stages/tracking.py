@@ -147,7 +147,3 @@ def log_model(model: torch.nn.Module, example: torch.Tensor) -> str:
 
 def log_figure(figure, path: str) -> None:
     mlflow.log_figure(figure, path)
-
-
-def log_artifact(path: str | Path, folder: str | None = None) -> None:
-    mlflow.log_artifact(str(path), folder)

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from stages import download, mnist, params
+from stages import cli, download, mnist, params
 from tests.conftest import FILE_NAMES, params_for, synthetic_split
 
 
@@ -97,7 +97,7 @@ def run_stage(stage, repo, monkeypatch, env=None):
     for key, value in (env or {}).items():
         monkeypatch.setenv(key, value)
     with pytest.raises(SystemExit) as exit_info:
-        download.cli.run(stage.main)
+        cli.run(stage.main)
     return exit_info.value.code
 
 
