@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from stages import cli, engine, mnist, models, params as params_module, tracking  # noqa: E402
-from stages.files import DataError, atomic_path, read_json, write_json  # noqa: E402
+from stages.files import DataError, atomic_path, missing_output, read_json, write_json  # noqa: E402
 
 
 def load_model(card: dict, weights_path) -> torch.nn.Module:
@@ -27,7 +27,7 @@ def load_model(card: dict, weights_path) -> torch.nn.Module:
         state = torch.load(weights_path, weights_only=True, map_location="cpu")
         model.load_state_dict(state)
     except FileNotFoundError:
-        raise DataError(f"{weights_path}: missing; the train stage writes it (run `dvc repro`)") from None
+        raise missing_output(weights_path, produced_by="train") from None
     except Exception as err:  # torch raises several types for a damaged or foreign file
         raise DataError(f"{weights_path}: does not hold {card['model']} weights ({err})") from None
     return model

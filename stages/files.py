@@ -47,13 +47,18 @@ def write_json(path: str | Path, data: Any) -> None:
         tmp.write_text(json.dumps(data, indent=2) + "\n")
 
 
+def missing_output(path: str | Path, produced_by: str) -> DataError:
+    """The error for an earlier stage's output that is not there."""
+    return DataError(f"{path}: missing; the {produced_by} stage writes it (run `dvc repro`)")
+
+
 def read_json(path: str | Path, produced_by: str) -> Any:
     """Read a JSON output of an earlier stage, naming the file and the stage on failure."""
     path = Path(path)
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise DataError(f"{path}: missing; the {produced_by} stage writes it (run `dvc repro`)") from None
+        raise missing_output(path, produced_by) from None
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: not valid JSON ({err}); rerun the {produced_by} stage") from None
 

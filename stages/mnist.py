@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
-from stages.files import DataError
+from stages.files import DataError, missing_output
 
 # The statistics of the MNIST training images, as the reference scripts used them.
 MEAN, STD = 0.1307, 0.3081
@@ -66,7 +66,7 @@ def load_dataset(path: str | Path) -> dict[str, torch.Tensor]:
     """Read the decoded tensors written by the download stage (no unpickling of code)."""
     path = Path(path)
     if not path.exists():
-        raise DataError(f"{path}: missing; run `dvc repro` to download and decode the data")
+        raise missing_output(path, produced_by="download")
     try:
         dataset = torch.load(path, weights_only=True)
     except Exception as err:  # torch raises several types for a damaged archive

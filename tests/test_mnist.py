@@ -51,7 +51,7 @@ def test_dataset_round_trips_through_the_decoded_file(tmp_path):
 
 
 def test_load_dataset_names_a_missing_or_corrupt_file(tmp_path):
-    with pytest.raises(DataError, match="d.pt: missing; run `dvc repro`"):
+    with pytest.raises(DataError, match="d.pt: missing; the download stage writes it \\(run `dvc repro`\\)"):
         mnist.load_dataset(tmp_path / "d.pt")
     (tmp_path / "d.pt").write_bytes(b"not a torch file")
     with pytest.raises(DataError, match="d.pt: cannot be read"):
