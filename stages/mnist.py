@@ -48,7 +48,7 @@ def decode_idx(content: bytes, kind: str, name: str) -> torch.Tensor:
             raise DataError(f"{name}: not a valid IDX {kind} file ({err or type(err).__name__})") from None
     if kind == "images" and tuple(tensor.shape[1:]) != (IMAGE_SIZE, IMAGE_SIZE):
         raise DataError(f"{name}: images are {tuple(tensor.shape[1:])}, expected 28x28")
-    return tensor.clone()  # own the memory, not the temporary buffer
+    return tensor  # torchvision copies the bytes it reads, so the file may go
 
 
 def assemble(decoded: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

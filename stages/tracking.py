@@ -20,7 +20,6 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # read when mlflow is
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
 import mlflow  # noqa: E402
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from mlflow.data.dataset_source_registry import resolve_dataset_source  # noqa: E402
 from mlflow.data.meta_dataset import MetaDataset  # noqa: E402
@@ -28,8 +27,6 @@ from mlflow.models import infer_signature  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 STORE = ROOT / "mlruns"
-
-
 DEFAULT_URI = f"sqlite:///{STORE / 'mlflow.db'}"
 
 
@@ -138,7 +135,7 @@ def log_model(model: torch.nn.Module, example: torch.Tensor) -> str:
         model,
         name="model",
         signature=infer_signature(example.numpy(), output),
-        input_example=example.numpy().astype(np.float32),
+        input_example=example.numpy(),
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"],
         serialization_format="pt2",
     )

@@ -58,8 +58,7 @@ def main() -> None:
 
     run_name = f"{train.model}-e{train.epochs}-s{train.seed}"
     with tracking.run(params.tracking.experiment, stage="train", run_name=run_name) as run_id:
-        tracking.log_params({**dataclasses.asdict(train), "dropout": dropout})
-        tracking.log_params({"param_count": n_params})
+        tracking.log_params({**dataclasses.asdict(train), "dropout": dropout, "param_count": n_params})
         tracking.set_tags({**tracking.environment(device), "model": train.model})
         tracking.log_dataset_input(provenance, context="training")
         print(f"train: {train.model} ({n_params:,} parameters) on {device}, "
