@@ -7,6 +7,7 @@ on the device so no step waits on a `.item()`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -42,21 +43,45 @@ def pick_device(requested: str) -> torch.device:
     return torch.device("cpu")
 
 
-def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
+def make_optimizer(name: str, params, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
     """The optimisers params.yaml may name (see stages.params.OPTIMIZERS)."""
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True)
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {name!r}")
+
+
+def make_scheduler(name: str, optimizer: torch.optim.Optimizer, total_steps: int, warmup: float):
+    """The learning-rate schedules params.yaml may name (see stages.params.SCHEDULES):
+    `constant` keeps the optimiser's rate; `onecycle` warms up to it over the first
+    `warmup` fraction of the steps, then anneals to almost zero by the last step."""
+    if name == "constant":
+        return None
+    if name == "onecycle":
+        max_lr = optimizer.param_groups[0]["lr"]
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr, total_steps=total_steps, pct_start=warmup)
+    raise ValueError(f"unknown schedule {name!r}")
 
 
 def batches(n: int, batch_size: int, generator: torch.Generator | None) -> Iterator[torch.Tensor]:
     """Index batches covering 0..n-1: shuffled by `generator`, or in order when None."""
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     yield from order.split(batch_size)
+
+
+def augment(images: torch.Tensor, generator: torch.Generator, rotate: float, translate: float) -> torch.Tensor:
+    """Rotate each image by up to +-`rotate` degrees and shift it by up to +-`translate` of its
+    size, all in one batched resampling (the edge pixels, background, fill the margins)."""
+    n = len(images)
+    angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(rotate)
+    shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * (2 * translate)  # the grid spans [-1, 1]
+    cos, sin = angle.cos(), angle.sin()
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta.to(images), list(images.shape), align_corners=False)  # (B, H, W, 2)
+    return F.grid_sample(images, grid, padding_mode="border", align_corners=False)
 
 
 def train_epoch(
@@ -67,6 +92,10 @@ def train_epoch(
     batch_size: int,
     generator: torch.Generator,
     on_batch: Callable[[int], None] = lambda n: None,
+    *,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,  # stepped after every batch
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,  # augmentation of a batch
+    label_smoothing: float = 0.0,
 ) -> EpochStats:
     """One pass over the data in a seeded random order; returns mean loss and accuracy."""
     model.train()
@@ -75,11 +104,15 @@ def train_epoch(
     for index in batches(len(labels), batch_size, generator):
         index = index.to(images.device)
         x, y = images[index], labels[index]
+        if transform is not None:
+            x = transform(x)
         logits = model(x)
-        loss = F.cross_entropy(logits, y)
+        loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         loss_sum += loss.detach() * len(y)
         correct += (logits.argmax(1) == y).sum()
         on_batch(len(y))

@@ -13,8 +13,9 @@ from typing import Any
 
 import yaml
 
-MODELS = ("cnn24k", "cnn9k")  # kept in step with stages.models.REGISTRY by a test
+MODELS = ("cnn24k", "cnn9k", "quick25k", "tiny10k")  # kept in step with stages.models.REGISTRY by a test
 OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "onecycle")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DATA_FILES = ("train_images", "train_labels", "test_images", "test_labels")
 
@@ -37,10 +38,25 @@ class DownloadParams:
 
 
 @dataclass(frozen=True)
+class AugmentParams:
+    rotate: float  # up to +- this many degrees, drawn per image
+    translate: float  # up to +- this fraction of the image size, per image
+
+    @property
+    def active(self) -> bool:
+        return self.rotate > 0 or self.translate > 0
+
+
+@dataclass(frozen=True)
 class TrainParams:
     model: str
     optimizer: str
-    lr: float
+    lr: float  # the peak rate under the onecycle schedule
+    schedule: str
+    warmup: float  # onecycle: the fraction of steps spent rising to `lr`
+    weight_decay: float
+    label_smoothing: float
+    augment: AugmentParams
     batch_size: int
     epochs: int
     seed: int
@@ -122,6 +138,14 @@ class _Section:
             raise self._fail(key, "a positive number")
         return float(value)
 
+    def number(self, key: str, low: float, high: float, open_low: bool = False) -> float:
+        """A number in [low, high) (or (low, high) with `open_low`)."""
+        value = self._get(key)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not ok or not (low < value if open_low else low <= value) or not value < high:
+            raise self._fail(key, f"a number in {'(' if open_low else '['}{low}, {high})")
+        return float(value)
+
     def fraction_or_null(self, key: str) -> float | None:
         value = self._get(key)
         if value is None:
@@ -150,6 +174,25 @@ def _data_file(section: _Section) -> DataFile:
     return DataFile(name=section.text("name"), sha256=sha256)
 
 
+def _train(train: _Section) -> TrainParams:
+    augment = train.section("augment")
+    return TrainParams(
+        model=train.choice("model", MODELS),
+        optimizer=train.choice("optimizer", OPTIMIZERS),
+        lr=train.positive("lr"),
+        schedule=train.choice("schedule", SCHEDULES),
+        warmup=train.number("warmup", 0, 1, open_low=True),
+        weight_decay=train.number("weight_decay", 0, 1),
+        label_smoothing=train.number("label_smoothing", 0, 1),
+        augment=AugmentParams(rotate=augment.number("rotate", 0, 180), translate=augment.number("translate", 0, 0.5)),
+        batch_size=train.integer("batch_size", 1),
+        epochs=train.integer("epochs", 1),
+        seed=train.integer("seed", 0),
+        dropout=train.fraction_or_null("dropout"),
+        device=train.choice("device", DEVICES),
+    )
+
+
 def parse(raw: Any) -> Params:
     """Validate the parsed YAML document and return typed params."""
     top = _Section(raw, "")
@@ -166,16 +209,7 @@ def parse(raw: Any) -> Params:
             files={key: _data_file(files.section(key)) for key in DATA_FILES},
             timeout=download.positive("timeout"),
         ),
-        train=TrainParams(
-            model=train.choice("model", MODELS),
-            optimizer=train.choice("optimizer", OPTIMIZERS),
-            lr=train.positive("lr"),
-            batch_size=train.integer("batch_size", 1),
-            epochs=train.integer("epochs", 1),
-            seed=train.integer("seed", 0),
-            dropout=train.fraction_or_null("dropout"),
-            device=train.choice("device", DEVICES),
-        ),
+        train=_train(train),
         evaluate=EvaluateParams(batch_size=top.section("evaluate").integer("batch_size", 1)),
         tracking=TrackingParams(experiment=top.section("tracking").text("experiment")),
     )

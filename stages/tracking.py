@@ -75,8 +75,19 @@ def run(experiment: str, stage: str, run_name: str | None = None, run_id: str | 
     mlflow.end_run("FINISHED")
 
 
+def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as dotted keys, the way `dvc exp run -S` names them: augment.rotate."""
+    flat = {}
+    for key, value in params.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def log_params(params: dict[str, Any]) -> None:
-    mlflow.log_params({k: "null" if v is None else v for k, v in params.items()})
+    mlflow.log_params({k: "null" if v is None else v for k, v in flatten(params).items()})
 
 
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:

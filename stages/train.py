@@ -8,6 +8,7 @@ the final epoch's train metrics, and the per-epoch history.
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import time
 
@@ -23,14 +24,20 @@ EXAMPLE_IMAGES = 4  # in the MLflow model's input example
 
 def fit(model, train: TrainParams, images, labels, on_epoch) -> list[dict]:
     """Train `model` in place for `train.epochs` epochs; returns the per-epoch history."""
-    optimizer = engine.make_optimizer(train.optimizer, model.parameters(), train.lr)
-    generator = torch.Generator().manual_seed(train.seed)  # data order depends on the seed only
+    optimizer = engine.make_optimizer(train.optimizer, model.parameters(), train.lr, train.weight_decay)
+    steps = train.epochs * math.ceil(len(labels) / train.batch_size)
+    scheduler = engine.make_scheduler(train.schedule, optimizer, steps, train.warmup)
+    generator = torch.Generator().manual_seed(train.seed)  # data order and augmentation: the seed only
+    augment = train.augment
+    transform = (lambda x: engine.augment(x, generator, augment.rotate, augment.translate)) if augment.active else None
     history = []
     for epoch in range(1, train.epochs + 1):
         start = time.perf_counter()
         with tqdm(total=len(labels), desc=f"epoch {epoch}/{train.epochs}", unit="img", disable=None,
                   file=sys.stderr, leave=False) as bar:
-            stats = engine.train_epoch(model, optimizer, images, labels, train.batch_size, generator, bar.update)
+            stats = engine.train_epoch(model, optimizer, images, labels, train.batch_size, generator, bar.update,
+                                       scheduler=scheduler, transform=transform,
+                                       label_smoothing=train.label_smoothing)
         row = {"epoch": epoch, "loss": stats.loss, "accuracy": stats.accuracy}
         history.append(row)  # no timings here: the history is a reproducible DVC output
         on_epoch(row, time.perf_counter() - start)

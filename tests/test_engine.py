@@ -44,6 +44,30 @@ def test_same_seed_gives_identical_weights_and_another_seed_does_not():
     assert not torch.equal(train(3), train(4))
 
 
+def test_augment_moves_each_image_differently_and_repeats_under_its_seed():
+    images, _ = tiny_data(8)
+    shifted = engine.augment(images, torch.Generator().manual_seed(0), rotate=15, translate=0.1)
+    again = engine.augment(images, torch.Generator().manual_seed(0), rotate=15, translate=0.1)
+    assert shifted.shape == images.shape and torch.equal(shifted, again)
+    changed = (shifted - images).abs().flatten(1).amax(1)
+    assert (changed > 0.5).all()  # every image moved, not only some
+    still = engine.augment(images, torch.Generator().manual_seed(0), rotate=0, translate=0)
+    assert torch.allclose(still, images, atol=1e-5)  # the identity transform resamples exactly
+
+
+def test_onecycle_warms_up_to_the_peak_rate_then_anneals_to_almost_zero():
+    optimizer = engine.make_optimizer("adam", [nn.Parameter(torch.zeros(1))], lr=0.02)
+    scheduler = engine.make_scheduler("onecycle", optimizer, total_steps=100, warmup=0.25)
+    rates = []
+    for _ in range(100):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[0] < 0.002 and max(rates) == pytest.approx(0.02) and rates.index(max(rates)) in (24, 25)
+    assert rates[-1] < 1e-5
+    assert engine.make_scheduler("constant", optimizer, 100, 0.25) is None
+
+
 class Constant(nn.Module):
     """Always predicts class `c` with certainty: a reference whose metrics are known exactly."""
 

@@ -30,6 +30,11 @@ def test_the_committed_params_file_is_valid():
         ("train", "optimizer", "lbfgs", "train.optimizer = 'lbfgs': must be one of adam, adamw, sgd"),
         ("train", "dropout", 1.5, "train.dropout = 1.5: must be null"),
         ("train", "seed", -3, "train.seed = -3: must be an integer >= 0"),
+        ("train", "schedule", "cosine", "train.schedule = 'cosine': must be one of constant, onecycle"),
+        ("train", "warmup", 0, "train.warmup = 0: must be a number in (0, 1)"),
+        ("train", "label_smoothing", 1, "train.label_smoothing = 1: must be a number in [0, 1)"),
+        ("train", "weight_decay", -0.1, "train.weight_decay = -0.1: must be a number in [0, 1)"),
+        ("train", "augment", 10, "train.augment: expected a mapping of keys, got 10"),
         ("evaluate", "batch_size", "all", "evaluate.batch_size = 'all': must be an integer >= 1"),
         ("download", "mirrors", [], "download.mirrors = []: must be a non-empty list"),
         ("download", "timeout", 0, "download.timeout = 0: must be a positive number"),
@@ -41,6 +46,13 @@ def test_a_bad_value_names_the_key_the_value_and_what_is_allowed(section, key, v
     with pytest.raises(params.ParamsError) as err:
         params.parse(raw)
     assert message in str(err.value)
+
+
+def test_a_bad_augmentation_names_its_nested_key():
+    raw = copy.deepcopy(VALID)
+    raw["train"]["augment"]["rotate"] = 360
+    with pytest.raises(params.ParamsError, match=r"train\.augment\.rotate = 360: must be a number in \[0, 180\)"):
+        params.parse(raw)
 
 
 def test_a_missing_key_is_named():
