@@ -9,6 +9,11 @@ def test_reference_networks_have_their_exact_parameter_counts(name, expected):
     assert models.count_parameters(models.build(name)) == expected
 
 
+@pytest.mark.parametrize("name, budget", [("quick25k", 25_000), ("tiny10k", 10_000)])
+def test_the_projects_own_models_stay_under_their_budgets(name, budget):
+    assert models.count_parameters(models.build(name)) < budget
+
+
 @pytest.mark.parametrize("name", sorted(models.REGISTRY))
 def test_every_model_maps_a_batch_of_digits_to_ten_logits(name):
     model = models.build(name).eval()
