@@ -10,7 +10,10 @@ MLFLOW_PORT ?= 5000
 # DVC runs each stage's `python -m stages.X` through the shell: put the venv first.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro test ui lock clean
+RECIPE ?= quick25k
+EXP_ARGS ?=
+
+.PHONY: install repro test exp ui lock clean
 
 install: $(STAMP)
 
@@ -24,6 +27,9 @@ repro: install
 
 test: install
 	pytest
+
+exp: install  # one experiment from a recipe: make exp RECIPE=tiny10k EXP_ARGS="-S train.seed=1"
+	flags="$$(python -m stages.recipe $(RECIPE))" && dvc exp run $$flags $(EXP_ARGS)
 
 ui: install
 	mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT)

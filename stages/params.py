@@ -193,6 +193,11 @@ def _train(train: _Section) -> TrainParams:
     )
 
 
+def parse_train(raw: Any) -> TrainParams:
+    """Validate a `train` section on its own (a recipe, a benchmark configuration)."""
+    return _train(_Section(raw, "train"))
+
+
 def parse(raw: Any) -> Params:
     """Validate the parsed YAML document and return typed params."""
     top = _Section(raw, "")
@@ -213,6 +218,17 @@ def parse(raw: Any) -> Params:
         evaluate=EvaluateParams(batch_size=top.section("evaluate").integer("batch_size", 1)),
         tracking=TrackingParams(experiment=top.section("tracking").text("experiment")),
     )
+
+
+def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested keys as dotted names, the way `dvc exp run -S` and MLflow see them: train.augment.rotate."""
+    flat = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def load(path: str | Path = "params.yaml") -> Params:

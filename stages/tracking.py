@@ -25,6 +25,9 @@ from mlflow.data.dataset_source_registry import resolve_dataset_source  # noqa: 
 from mlflow.data.meta_dataset import MetaDataset  # noqa: E402
 from mlflow.models import infer_signature  # noqa: E402
 
+from stages import engine  # noqa: E402
+from stages.params import flatten  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 STORE = ROOT / "mlruns"
 DEFAULT_URI = f"sqlite:///{STORE / 'mlflow.db'}"
@@ -75,17 +78,6 @@ def run(experiment: str, stage: str, run_name: str | None = None, run_id: str | 
     mlflow.end_run("FINISHED")
 
 
-def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested mappings as dotted keys, the way `dvc exp run -S` names them: augment.rotate."""
-    flat = {}
-    for key, value in params.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def log_params(params: dict[str, Any]) -> None:
     mlflow.log_params({k: "null" if v is None else v for k, v in flatten(params).items()})
 
@@ -98,23 +90,13 @@ def set_tags(tags: dict[str, Any]) -> None:
     mlflow.set_tags({k: str(v) for k, v in tags.items()})
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def environment(device: torch.device) -> dict[str, str]:
     """What a result depends on beyond params and data."""
     return {
         "env.torch": torch.__version__,
         "env.python": platform.python_version(),
         "env.device": str(device),
-        "env.device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+        "env.device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else engine.cpu_name(),
         "env.threads": str(torch.get_num_threads()),
         "env.platform": platform.platform(),
     }
