@@ -13,7 +13,7 @@ export PATH := $(BIN):$(PATH)
 RECIPE ?= quick25k
 EXP_ARGS ?=
 
-.PHONY: install repro test exp ui lock clean
+.PHONY: install repro test exp bench ui lock clean
 
 install: $(STAMP)
 
@@ -30,6 +30,9 @@ test: install
 
 exp: install  # one experiment from a recipe: make exp RECIPE=tiny10k EXP_ARGS="-S train.seed=1"
 	flags="$$(python -m stages.recipe $(RECIPE))" && dvc exp run $$flags $(EXP_ARGS)
+
+bench: install  # the side-by-side benchmark: about 15 minutes on 2 cores
+	python -m benchmarks.bench
 
 ui: install
 	mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT)
