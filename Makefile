@@ -1,16 +1,18 @@
 # The two front doors: `make repro` (install, then run the pipeline) and `make test`.
 # Both create .venv and install the pinned dependencies the first time.
+# `make gate` then judges the metrics for a merge (GATE_ARGS="--rev REV --report PATH").
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.installed
 MLFLOW_PORT ?= 5000
+GATE_ARGS ?=
 
 # DVC runs each stage's `python -m stages.X` through the shell: put the venv first.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro test ui lock clean
+.PHONY: install repro test gate ui lock clean
 
 install: $(STAMP)
 
@@ -24,6 +26,9 @@ repro: install
 
 test: install
 	pytest
+
+gate: install
+	python -m stages.gate $(GATE_ARGS)
 
 ui: install
 	mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT)
