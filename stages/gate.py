@@ -93,14 +93,13 @@ def pipeline_status() -> dict:
     return status
 
 
-def assess(rev: str | None, params: Params) -> tuple[Verdict, str]:
-    """Gather the inputs in the order that fails closed: anything unjudgeable (2) before stale (1)."""
-    sha, label = resolve_baseline(rev)
+def assess(sha: str, params: Params) -> Verdict:
+    """Judge against the baseline commit, failing closed: anything unjudgeable (2) before stale (1)."""
     path = params.paths.test_metrics
     current, baseline, committed = read_metrics(path), read_metrics(path, sha), read_metrics(path, "HEAD")
     status = pipeline_status()
     if status:
-        return verdict.stale(verdict.describe_status(status)), label
+        return verdict.stale(verdict.describe_status(status))
     notes = verdict.threshold_changes(params.gate, baseline_thresholds(sha))
     if baseline is None:
         notes.insert(0, f"No baseline: `{path}` does not exist at `{sha[:7]}`; "
@@ -108,7 +107,7 @@ def assess(rev: str | None, params: Params) -> tuple[Verdict, str]:
     if committed != current:
         notes.append(f"These metrics differ from those committed at HEAD: commit `dvc.lock` and `{path}` "
                      "so that what merges is what was judged.")
-    return verdict.judge(current, baseline, params.gate, notes), label
+    return verdict.judge(current, baseline, params.gate, notes)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         params = params_module.load()
         report_path = report_path or params.paths.gate_report
-        result, label = assess(args.rev, params)
+        sha, label = resolve_baseline(args.rev)
+        result = assess(sha, params)
     except (CannotJudge, ParamsError, DataError) as err:
         result = Verdict(CANNOT_JUDGE, f"{err}")
     report = verdict.markdown(result, label)

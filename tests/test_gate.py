@@ -133,12 +133,13 @@ def test_missing_or_unusable_metrics_cannot_be_judged(repo, capsys, content, mes
     code, out = run_gate(capsys)
     assert code == 2
     assert out.startswith("## Metrics gate: CANNOT JUDGE\n") and message in out
+    assert "the merge base of HEAD and `main`" in out  # the baseline was found before the metrics failed
     assert (repo / "gate_report.md").read_text() == out  # the pull request still gets a comment
 
 
 def test_an_unknown_revision_cannot_be_judged(repo, capsys):
     code, out = run_gate(capsys, "--rev", "no-such-branch")
-    assert code == 2 and "--rev no-such-branch: unknown git revision" in out
+    assert code == 2 and "--rev no-such-branch: unknown git revision" in out and "Baseline: not resolved" in out
 
 
 def test_params_changed_but_not_reproduced_are_refused_as_stale(repo, capsys):
