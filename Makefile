@@ -1,19 +1,20 @@
 # The two front doors: `make repro` (install, then run the pipeline) and `make test`.
 # Both create .venv and install the pinned dependencies the first time.
+# `make gate` then judges the metrics for a merge (GATE_ARGS="--rev REV --report PATH").
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.installed
 MLFLOW_PORT ?= 5000
+GATE_ARGS ?=
+RECIPE ?= quick25k
+EXP_ARGS ?=
 
 # DVC runs each stage's `python -m stages.X` through the shell: put the venv first.
 export PATH := $(BIN):$(PATH)
 
-RECIPE ?= quick25k
-EXP_ARGS ?=
-
-.PHONY: install repro test exp bench ui lock clean
+.PHONY: install repro test gate exp bench ui lock clean
 
 install: $(STAMP)
 
@@ -27,6 +28,9 @@ repro: install
 
 test: install
 	pytest
+
+gate: install
+	python -m stages.gate $(GATE_ARGS)
 
 exp: install  # one experiment from a recipe: make exp RECIPE=tiny10k EXP_ARGS="-S train.seed=1"
 	flags="$$(python -m stages.recipe $(RECIPE))" && dvc exp run $$flags $(EXP_ARGS)

@@ -18,15 +18,16 @@ def _interrupt_on_sigterm(signum, frame) -> NoReturn:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def run(main: Callable[[], None]) -> NoReturn:
-    """Call `main`; exit 1 with a one-line message on bad input, 130 when interrupted."""
+def run(main: Callable[[], int | None]) -> NoReturn:
+    """Call `main`; exit with its return value (None: 0), 1 with a one-line message on bad input,
+    130 when interrupted."""
     signal.signal(signal.SIGTERM, _interrupt_on_sigterm)  # clean up as on Ctrl-C
     try:
-        main()
+        code = main()
     except KeyboardInterrupt:
         print("interrupted: no output was written", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(EXIT_ERROR)
-    sys.exit(0)
+    sys.exit(code or 0)

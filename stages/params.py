@@ -75,6 +75,15 @@ class TrackingParams:
 
 
 @dataclass(frozen=True)
+class GateParams:
+    """Merge thresholds read by `python -m stages.gate`; no pipeline stage depends on them."""
+
+    min_accuracy: float  # test accuracy, a fraction
+    max_params: int
+    max_accuracy_drop: float  # percentage points below the baseline's test accuracy
+
+
+@dataclass(frozen=True)
 class PathsParams:
     """Every file a stage reads or writes; dvc.yaml names the same ones via ${paths.*}."""
 
@@ -87,6 +96,7 @@ class PathsParams:
     train_history: Path
     test_metrics: Path
     predictions: Path
+    gate_report: Path
 
 
 @dataclass(frozen=True)
@@ -96,6 +106,7 @@ class Params:
     train: TrainParams
     evaluate: EvaluateParams
     tracking: TrackingParams
+    gate: GateParams
 
 
 class _Section:
@@ -138,12 +149,13 @@ class _Section:
             raise self._fail(key, "a positive number")
         return float(value)
 
-    def number(self, key: str, low: float, high: float, open_low: bool = False) -> float:
-        """A number in [low, high) (or (low, high) with `open_low`)."""
+    def number(self, key: str, low: float, high: float, open_low: bool = False, hint: str = "") -> float:
+        """A number in [low, high) (or (low, high) with `open_low`); `hint` says what it measures."""
         value = self._get(key)
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         if not ok or not (low < value if open_low else low <= value) or not value < high:
-            raise self._fail(key, f"a number in {'(' if open_low else '['}{low}, {high})")
+            interval = f"{'(' if open_low else '['}{low}, {high})"
+            raise self._fail(key, f"a number in {interval}" + (f" ({hint})" if hint else ""))
         return float(value)
 
     def fraction_or_null(self, key: str) -> float | None:
@@ -198,6 +210,14 @@ def parse_train(raw: Any) -> TrainParams:
     return _train(_Section(raw, "train"))
 
 
+def _gate(section: _Section) -> GateParams:
+    return GateParams(
+        min_accuracy=section.number("min_accuracy", 0, 1, hint="a fraction: 0.95 means 95%"),
+        max_params=section.integer("max_params", 1),
+        max_accuracy_drop=section.number("max_accuracy_drop", 0, 100, hint="percentage points"),
+    )
+
+
 def parse(raw: Any) -> Params:
     """Validate the parsed YAML document and return typed params."""
     top = _Section(raw, "")
@@ -217,6 +237,7 @@ def parse(raw: Any) -> Params:
         train=_train(train),
         evaluate=EvaluateParams(batch_size=top.section("evaluate").integer("batch_size", 1)),
         tracking=TrackingParams(experiment=top.section("tracking").text("experiment")),
+        gate=_gate(top.section("gate")),
     )
 
 

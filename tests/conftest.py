@@ -1,10 +1,15 @@
-"""Shared fixtures: a tiny synthetic MNIST in real IDX format, and a params.yaml that points at it."""
+"""Shared fixtures: a tiny synthetic MNIST in real IDX format, a params.yaml that points at it,
+and throwaway git + DVC repositories to run commands in."""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import os
+import shutil
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -69,3 +74,31 @@ def params_for(digests: dict[str, str], mirrors: list[str], **train) -> dict:
 def mnist_dir(tmp_path) -> tuple[Path, dict[str, str]]:
     folder = tmp_path / "mirror"
     return folder, write_mnist(folder)
+
+
+def sh(*args, cwd, env=None) -> str:
+    """Run a command in `cwd`; fail the test with its output unless it exits 0."""
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"{args} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout + result.stderr
+
+
+def tool_env(**extra: str) -> dict[str, str]:
+    """The environment to run `dvc` in: this interpreter's folder first on PATH, as `make` does."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **extra}
+
+
+def init_repo(repo: Path) -> None:
+    """An empty git repository on branch main, with this project's DVC config and ignore files."""
+    repo.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(ROOT / ".dvc", repo / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
+    for name in (".gitignore", ".dvcignore"):
+        shutil.copy(ROOT / name, repo / name)
+    sh("git", "init", "-q", "-b", "main", cwd=repo)
+
+
+def git_commit(repo: Path, message: str) -> str:
+    """Commit everything in `repo` as a throwaway author; returns the commit id."""
+    sh("git", "add", "-A", cwd=repo)
+    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message, cwd=repo)
+    return sh("git", "rev-parse", "HEAD", cwd=repo).strip()

@@ -13,6 +13,15 @@ def test_the_committed_params_file_is_valid():
     loaded = params.load(ROOT / "params.yaml")
     assert loaded.train.model in params.MODELS
     assert set(loaded.download.files) == set(params.DATA_FILES)
+    assert loaded.gate == params.GateParams(min_accuracy=0.95, max_params=25_000, max_accuracy_drop=0.3)
+
+
+def test_no_stage_depends_on_the_gate_thresholds():
+    """Changing a threshold must not rerun training: dvc.yaml names no gate param."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        assert not any(str(p).split(".")[0] == "gate" for p in stage.get("params", [])), name
+        assert "gate" not in stage["cmd"], name
 
 
 @pytest.mark.parametrize(
@@ -38,6 +47,13 @@ def test_the_committed_params_file_is_valid():
         ("evaluate", "batch_size", "all", "evaluate.batch_size = 'all': must be an integer >= 1"),
         ("download", "mirrors", [], "download.mirrors = []: must be a non-empty list"),
         ("download", "timeout", 0, "download.timeout = 0: must be a positive number"),
+        ("gate", "min_accuracy", 95, "gate.min_accuracy = 95: must be a number in [0, 1) (a fraction: 0.95 means 95%)"),
+        ("gate", "min_accuracy", float("nan"), "gate.min_accuracy = nan: must be a number in [0, 1)"),
+        ("gate", "min_accuracy", True, "gate.min_accuracy = True: must be a number in [0, 1)"),
+        ("gate", "max_params", 25000.5, "gate.max_params = 25000.5: must be an integer >= 1"),
+        ("gate", "max_params", 0, "gate.max_params = 0: must be an integer >= 1"),
+        ("gate", "max_accuracy_drop", -0.1, "gate.max_accuracy_drop = -0.1: must be a number in [0, 100) (percentage points)"),
+        ("gate", "max_accuracy_drop", "0.3pp", "gate.max_accuracy_drop = '0.3pp': must be a number in [0, 100)"),
     ],
 )
 def test_a_bad_value_names_the_key_the_value_and_what_is_allowed(section, key, value, message):

@@ -1,24 +1,15 @@
 """End to end: `dvc repro` in a copy of the repository, on synthetic data, as a user runs it."""
 
 import json
-import os
 import shutil
 import sqlite3
-import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import ROOT, params_for, write_mnist
-
-
-def sh(*args, cwd, env=None):
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, f"{args} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout + result.stderr
+from tests.conftest import ROOT, git_commit, init_repo, params_for, sh, tool_env, write_mnist
 
 
 @pytest.fixture(scope="module")
@@ -26,20 +17,16 @@ def repo(tmp_path_factory):
     """A git + DVC repository holding this project's code and a synthetic mirror."""
     tmp = tmp_path_factory.mktemp("e2e")
     repo = tmp / "repo"
+    init_repo(repo)
     shutil.copytree(ROOT / "stages", repo / "stages", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
-        shutil.copy(ROOT / name, repo / name)
-    shutil.copytree(ROOT / ".dvc", repo / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
+    shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
     (repo / "mlruns").mkdir()
     shutil.copy(ROOT / "mlruns/.gitignore", repo / "mlruns/.gitignore")
     digests = write_mnist(tmp / "mirror")
     (repo / "params.yaml").write_text(yaml.safe_dump(params_for(digests, ["http://127.0.0.1:9/"]), sort_keys=False))
-    env = {**os.environ, "MNIST_MIRROR": str(tmp / "mirror"),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = tool_env(MNIST_MIRROR=str(tmp / "mirror"))
     env.pop("MLFLOW_TRACKING_URI", None)  # the default store under mlruns/ is what we test
-    sh("git", "init", "-q", cwd=repo)
-    sh("git", "add", "-A", cwd=repo)
-    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init", cwd=repo)
+    git_commit(repo, "init")
     first = sh("dvc", "repro", cwd=repo, env=env)
     return repo, env, first
 

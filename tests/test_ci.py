@@ -1,0 +1,35 @@
+"""CI cannot run here: check that the workflow and .ci/run parse and call the same make targets."""
+
+import re
+
+import yaml
+
+from tests.conftest import ROOT
+
+TARGETS = ["make test", "make repro", "make gate"]
+
+
+def make_targets(commands: list[str]) -> list[str]:
+    return [match for command in commands for match in re.findall(r"\bmake (?:test|repro|gate)\b", command)]
+
+
+def test_ci_script_runs_the_tests_the_pipeline_then_the_gate():
+    lines = [line for line in (ROOT / ".ci/run").read_text().splitlines() if not line.startswith("#")]
+    assert make_targets(lines) == TARGETS
+    assert "accuracy" not in "\n".join(lines)  # the gate, not an inline check, judges the metrics
+
+
+def test_the_pull_request_workflow_runs_the_same_targets_and_posts_the_report():
+    workflow = yaml.safe_load((ROOT / ".github/workflows/gate.yml").read_text())
+    assert "pull_request" in workflow[True]  # YAML 1.1 reads the key `on` as True
+    assert workflow["permissions"]["pull-requests"] == "write"
+    steps = workflow["jobs"]["gate"]["steps"]
+    checkout = next(step for step in steps if step.get("uses", "").startswith("actions/checkout@"))
+    assert checkout["with"]["fetch-depth"] == 0
+    assert make_targets([step.get("run", "") for step in steps]) == TARGETS
+    names = [step.get("id") or step.get("name") for step in steps]
+    gate, post, fail = steps[names.index("gate")], steps[names.index("Post the report")], steps[-1]
+    assert gate["continue-on-error"] is True and "--report" in gate["run"]
+    assert "always()" in post["if"] and "gh pr comment" in post["run"]
+    assert fail["if"] == "steps.gate.outcome != 'success'" and "exit 1" in fail["run"]
+    assert names.index("gate") < names.index("Post the report") < len(steps) - 1

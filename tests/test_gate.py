@@ -1,0 +1,188 @@
+"""The gate command in a throwaway git + DVC repository whose one stage writes metrics from params.
+
+History: A (main, no metrics yet) - B (main, the baseline: 97.28%) - C (feature, 97.25%),
+and main moves on to D (99.90%) after the feature branched, so the merge base (B) is
+not main's tip. Each test works on a copy of that repository.
+"""
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from stages import cli, gate
+from tests.conftest import ROOT, git_commit, init_repo, sh, tool_env
+
+FAKE_EVALUATE = """\
+import json, pathlib, yaml
+metrics = yaml.safe_load(open("params.yaml"))["fake"]
+pathlib.Path("metrics").mkdir(exist_ok=True)
+pathlib.Path("metrics/test.json").write_text(json.dumps(metrics, indent=2))
+"""
+DVC_YAML = {"stages": {"evaluate": {
+    "cmd": "python fake_evaluate.py", "deps": ["fake_evaluate.py"], "params": ["fake"],
+    "metrics": [{"metrics/test.json": {"cache": False}}]}}}
+
+
+def set_params(repo, section, **values):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params[section].update(values)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def reproduce(repo, **fake):
+    set_params(repo, "fake", **fake)
+    sh("dvc", "repro", "-q", cwd=repo, env=tool_env())
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    repo = tmp_path_factory.mktemp("gate") / "repo"
+    init_repo(repo)
+    shutil.copytree(ROOT / "stages", repo / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["fake"] = {"accuracy": 0.9728, "loss": 0.1164, "params": 24394}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (repo / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML, sort_keys=False))
+    (repo / "fake_evaluate.py").write_text(FAKE_EVALUATE)
+    commits = {"A": git_commit(repo, "code, no metrics yet")}
+    reproduce(repo)
+    commits["B"] = git_commit(repo, "baseline")
+    sh("git", "checkout", "-qb", "feature", cwd=repo)
+    reproduce(repo, accuracy=0.9725, loss=0.12)
+    commits["C"] = git_commit(repo, "feature")
+    sh("git", "checkout", "-q", "main", cwd=repo)
+    reproduce(repo, accuracy=0.999)
+    commits["D"] = git_commit(repo, "main moves on")
+    sh("git", "checkout", "-q", "feature", cwd=repo)
+    return repo, commits
+
+
+@pytest.fixture
+def repo(template, tmp_path, monkeypatch):
+    """A fresh copy of the template, as the working directory."""
+    copy = tmp_path / "repo"
+    shutil.copytree(template[0], copy, symlinks=True)
+    monkeypatch.chdir(copy)
+    return copy
+
+
+def run_gate(capsys, *argv):
+    code = gate.main(list(argv))
+    return code, capsys.readouterr().out
+
+
+def test_a_change_within_every_threshold_passes_against_the_merge_base(repo, template):
+    result = subprocess.run([sys.executable, "-m", "stages.gate"], cwd=repo, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("## Metrics gate: PASS\n")
+    assert f"`{template[1]['B'][:7]}`, the merge base of HEAD and `main`" in result.stdout
+    assert "| test accuracy | 97.28% | 97.25% | -0.03 pp | ≥ 95.00% | pass |" in result.stdout
+    assert "| parameters | 24,394 | 24,394 | +0 | ≤ 25,000 | pass |" in result.stdout
+    assert "Parameter count: 24,394 of a 25,000 budget" in result.stdout
+    assert "committed at HEAD" not in result.stdout and "Thresholds differ" not in result.stdout
+    assert (repo / "gate_report.md").read_text() == result.stdout
+
+
+def test_main_s_tip_is_the_baseline_only_when_asked(repo, capsys):
+    code, out = run_gate(capsys, "--rev", "main")
+    assert code == 1
+    assert "test accuracy dropped 2.65 pp against the baseline (allowed 0.30 pp)" in out
+
+
+@pytest.mark.parametrize("section, values, failure", [
+    ("gate", {"min_accuracy": 0.98}, "test accuracy 97.25% is below the minimum 98.00%."),
+    ("fake", {"params": 30000}, "30,000 parameters exceed the budget of 25,000."),
+    ("fake", {"accuracy": 0.969}, "test accuracy dropped 0.38 pp against the baseline (allowed 0.30 pp)."),
+])
+def test_each_threshold_fails_on_its_own_and_is_named(repo, capsys, section, values, failure):
+    if section == "gate":
+        set_params(repo, "gate", **values)  # no stage depends on it: nothing to reproduce
+    else:
+        reproduce(repo, **values)
+    code, out = run_gate(capsys, "--report", "elsewhere.md")
+    assert code == 1
+    assert f"**FAIL**: {failure}\n" in out  # the only failure
+    assert out.count("| **FAIL** |") == 1
+    assert (repo / "elsewhere.md").read_text() == out and not (repo / "gate_report.md").exists()
+    if section == "gate":
+        assert "**Thresholds differ from the baseline's**: `min_accuracy` 0.95 → 0.98." in out
+    else:
+        assert "differ from those committed at HEAD" in out
+
+
+def test_a_drop_of_exactly_the_allowed_amount_passes(repo, capsys):
+    reproduce(repo, accuracy=0.9698)  # 0.3 pp below 0.9728, which floats make 0.30000000000000027
+    code, out = run_gate(capsys)
+    assert code == 0, out
+    assert "| test accuracy vs baseline | 97.28% | 96.98% | -0.30 pp | drop ≤ 0.30 pp | pass |" in out
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "metrics/test.json: missing; the evaluate stage writes it (run `dvc repro`)"),
+    ('{"accuracy": 0.97, "params": ', "metrics/test.json: DVC cannot read it"),
+    ('{"accuracy": NaN, "params": 24394}', "metrics/test.json: accuracy = nan is not a finite number"),
+    ('{"accuracy": "97%", "params": 24394}', "metrics/test.json: accuracy = '97%' is not a finite number"),
+    ('{"accuracy": 0.97}', "metrics/test.json: params = None is not a finite number"),
+])
+def test_missing_or_unusable_metrics_cannot_be_judged(repo, capsys, content, message):
+    metrics = repo / "metrics/test.json"
+    metrics.unlink() if content is None else metrics.write_text(content)
+    code, out = run_gate(capsys)
+    assert code == 2
+    assert out.startswith("## Metrics gate: CANNOT JUDGE\n") and message in out
+    assert "the merge base of HEAD and `main`" in out  # the baseline was found before the metrics failed
+    assert (repo / "gate_report.md").read_text() == out  # the pull request still gets a comment
+
+
+def test_an_unknown_revision_cannot_be_judged(repo, capsys):
+    code, out = run_gate(capsys, "--rev", "no-such-branch")
+    assert code == 2 and "--rev no-such-branch: unknown git revision" in out and "Baseline: not resolved" in out
+
+
+def test_params_changed_but_not_reproduced_are_refused_as_stale(repo, capsys):
+    set_params(repo, "fake", accuracy=0.99)
+    code, out = run_gate(capsys)
+    assert code == 1
+    assert "the metrics are stale" in out and "Run `dvc repro`" in out
+    assert "- `evaluate`: changed deps params.yaml" in out
+    assert "| test accuracy |" not in out  # stale metrics are not judged at all
+
+
+def test_without_a_baseline_only_the_absolute_thresholds_are_judged(repo, template, capsys):
+    code, out = run_gate(capsys, "--rev", template[1]["A"])
+    assert code == 0, out
+    assert f"No baseline: `metrics/test.json` does not exist at `{template[1]['A'][:7]}`" in out
+    assert "| test accuracy vs baseline | — | 97.25% | — | drop ≤ 0.30 pp | no baseline |" in out
+
+
+def test_origin_main_stands_in_for_main_and_neither_cannot_be_judged(repo, template, capsys):
+    sh("git", "branch", "-qD", "main", cwd=repo)
+    code, out = run_gate(capsys)
+    assert code == 2 and "no branch main or origin/main to compare with" in out
+    sh("git", "update-ref", "refs/remotes/origin/main", template[1]["D"], cwd=repo)
+    code, out = run_gate(capsys)
+    assert code == 0, out
+    assert f"`{template[1]['B'][:7]}`, the merge base of HEAD and `origin/main`" in out
+
+
+def test_a_bad_threshold_cannot_be_judged_and_names_the_key(repo, capsys):
+    set_params(repo, "gate", max_accuracy_drop=-1)
+    code, out = run_gate(capsys)
+    assert code == 2 and "gate.max_accuracy_drop = -1: must be a number in [0, 100) (percentage points)" in out
+
+
+def test_the_metrics_file_the_gate_reads_is_the_pipeline_s_test_metrics():
+    """The gate reads paths.test_metrics; dvc.yaml must declare that same file as a metric."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    declared = [next(iter(m)) if isinstance(m, dict) else m for m in stages["evaluate"]["metrics"]]
+    assert declared == ["${paths.test_metrics}"]
+
+
+@pytest.mark.parametrize("returned, code", [(None, 0), (0, 0), (1, 1), (2, 2)])
+def test_cli_run_exits_with_what_main_returns(returned, code):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(lambda: returned)
+    assert exit_info.value.code == code
