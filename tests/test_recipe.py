@@ -40,3 +40,8 @@ def test_an_unknown_recipe_lists_the_known_ones_and_exits_1():
     result = subprocess.run([sys.executable, "-m", "stages.recipe", "nope"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 1 and result.stdout == ""
     assert "recipes/nope.yaml: no such recipe; known:" in result.stderr and "tiny10k" in result.stderr
+
+
+def test_the_default_training_is_the_quick25k_recipe():
+    defaults = yaml.safe_load((ROOT / "params.yaml").read_text())["train"]
+    assert {key: defaults[key] for key in recipe.load("quick25k")} == recipe.load("quick25k")
