@@ -16,7 +16,7 @@ matplotlib.use("Agg")  # no display: render to files only
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from stages import cli, engine, mnist, models, params as params_module, tracking  # noqa: E402
+from stages import cli, engine, mnist, models, params as params_module, reproducible, tracking  # noqa: E402
 from stages.files import DataError, atomic_path, missing_output, read_json, write_json  # noqa: E402
 
 
@@ -62,6 +62,7 @@ def main() -> None:
     card = read_json(paths.model_card, produced_by="train")
     model = load_model(card, paths.model)
     dataset = mnist.load_dataset(paths.dataset)
+    reproducible.configure(params.train.threads)  # sums split by thread: the same count as training
     device = engine.pick_device(params.train.device)
     images = mnist.normalize(dataset["test_images"]).to(device)
     labels = dataset["test_labels"].to(device)

@@ -9,7 +9,6 @@ rather than inferred.
 from __future__ import annotations
 
 import os
-import platform
 import subprocess
 import warnings
 from contextlib import contextmanager
@@ -25,7 +24,6 @@ from mlflow.data.dataset_source_registry import resolve_dataset_source  # noqa: 
 from mlflow.data.meta_dataset import MetaDataset  # noqa: E402
 from mlflow.models import infer_signature  # noqa: E402
 
-from stages import engine  # noqa: E402
 from stages.params import flatten  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,18 +86,6 @@ def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
 
 def set_tags(tags: dict[str, Any]) -> None:
     mlflow.set_tags({k: str(v) for k, v in tags.items()})
-
-
-def environment(device: torch.device) -> dict[str, str]:
-    """What a result depends on beyond params and data."""
-    return {
-        "env.torch": torch.__version__,
-        "env.python": platform.python_version(),
-        "env.device": str(device),
-        "env.device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else engine.cpu_name(),
-        "env.threads": str(torch.get_num_threads()),
-        "env.platform": platform.platform(),
-    }
 
 
 def log_provenance(provenance: dict[str, Any]) -> None:
