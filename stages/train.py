@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from stages import cli, engine, mnist, models, params as params_module, reproducible, tracking
-from stages.files import read_json, save_torch, write_json
+from stages.files import atomic_outputs, read_json, save_torch, write_json
 from stages.params import TrainParams
 
 EXAMPLE_IMAGES = 4  # in the MLflow model's input example
@@ -78,11 +78,13 @@ def main() -> None:
 
         card = {"model": train.model, "dropout": dropout, "params": n_params,
                 "mlflow_run_id": run_id, "mlflow_model_uri": model_uri, "dataset_digest": provenance["digest"]}
-        save_torch(model.cpu().state_dict(), paths.model)
-        write_json(paths.model_card, card)
-        write_json(paths.train_history, history)
         final = history[-1]
-        write_json(paths.train_metrics, {"loss": final["loss"], "accuracy": final["accuracy"], "params": n_params})
+        with atomic_outputs() as stage:  # all four, or none
+            save_torch(model.cpu().state_dict(), stage(paths.model))
+            write_json(stage(paths.model_card), card)
+            write_json(stage(paths.train_history), history)
+            write_json(stage(paths.train_metrics), {"loss": final["loss"], "accuracy": final["accuracy"],
+                                                    "params": n_params})
 
 
 if __name__ == "__main__":
