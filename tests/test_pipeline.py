@@ -103,3 +103,35 @@ def test_forced_rerun_gives_identical_data_model_and_metrics(repo):
     sh("dvc", "repro", "-f", cwd=repo, env=env)
     assert {path: (repo / path).read_bytes() for path in outputs} == before
 
+
+def test_a_run_cache_restore_keeps_the_link_to_the_run_that_made_the_model(repo):
+    repo, env, _ = repo
+    card, metrics = (repo / "models/model.json").read_text(), (repo / "metrics/test.json").read_text()
+    original = json.loads(card)["mlflow_run_id"]
+    set_train(repo, seed=7)
+    sh("dvc", "repro", cwd=repo, env=env)
+    assert json.loads((repo / "models/model.json").read_text())["mlflow_run_id"] != original
+    n_runs = len(runs(repo))
+
+    set_train(repo, seed=0)  # back to the params of the original run: DVC restores, runs nothing
+    restored = sh("dvc", "repro", cwd=repo, env=env)
+    assert "Stage 'train' is cached - skipping run" in restored and "Running stage" not in restored
+    assert (repo / "models/model.json").read_text() == card  # though the card is `cache: false`
+    assert (repo / "metrics/test.json").read_text() == metrics
+    assert len(runs(repo)) == n_runs
+    run = next(r for r in stored_runs(repo) if r["id"] == original)
+    assert run["status"] == "FINISHED" and "test/accuracy" in run["metrics"]
+
+
+def test_plots_show_draws_the_training_curves_and_the_confusion_matrix(repo):
+    repo, env, _ = repo
+    found = json.loads(sh("dvc", "plots", "show", "--json", cwd=repo, env=env))["data"]
+    assert set(found) == {"training loss", "training accuracy", "test confusion matrix"}
+    history = json.loads((repo / "metrics/train_history.json").read_text())
+    for name, y in (("training loss", "loss"), ("training accuracy", "accuracy")):
+        values = found[name][0]["content"]["data"]["values"]
+        assert [(v["epoch"], v[y]) for v in values] == [(row["epoch"], row[y]) for row in history]
+    assert len(found["test confusion matrix"][0]["content"]["data"]["values"]) == 200
+    sh("dvc", "plots", "show", "-o", "plots", cwd=repo, env=env)
+    page = (repo / "plots/index.html").read_text()
+    assert all(name in page for name in found)
