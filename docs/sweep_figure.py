@@ -35,7 +35,7 @@ def figure(runs: list[dict]):
         epochs = [row["epoch"] for row in run["history"]]
         loss.plot(epochs, [row["loss"] for row in run["history"]], marker="o", label=run["label"])
         accuracy.plot(epochs, [row["accuracy"] for row in run["history"]], marker="o", label=run["label"])
-    loss.set(title="training loss (train/loss)", xlabel="epoch", yscale="log")
+    loss.set(title="training loss (train/loss)", xlabel="epoch")
     accuracy.set(title="training accuracy (train/accuracy)", xlabel="epoch")
     for axes in (loss, accuracy):
         axes.xaxis.get_major_locator().set_params(integer=True)
@@ -45,7 +45,7 @@ def figure(runs: list[dict]):
     scores = [run["test"]["accuracy"] for run in runs]
     bars = test.bar(names, scores, color=[f"C{i}" for i in range(len(runs))])
     test.bar_label(bars, labels=[f"{s:.2%}" for s in scores])
-    test.set(title="test accuracy at the final epoch (test/accuracy)", ylim=(min(scores) - 0.01, 1))
+    test.set(title="test accuracy, final epoch (test/accuracy)", ylim=(min(scores) - 0.01, 1))
     fig.tight_layout()
     return fig
 
