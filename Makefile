@@ -10,11 +10,12 @@ MLFLOW_PORT ?= 5000
 GATE_ARGS ?=
 RECIPE ?= quick25k
 EXP_ARGS ?=
+COMPARE_ARGS ?=
 
 # DVC runs each stage's `python -m stages.X` through the shell: put the venv first.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro test gate exp bench ui lock clean
+.PHONY: install repro test gate exp compare bench ui lock clean
 
 install: $(STAMP)
 
@@ -37,6 +38,11 @@ exp: install  # one experiment from a recipe: make exp RECIPE=tiny10k EXP_ARGS="
 
 bench: install  # the side-by-side benchmark: about 15 minutes on 2 cores
 	python -m benchmarks.bench
+
+# Experiments side by side: the train params and the metrics, none of the paths or mirrors.
+compare: install
+	dvc exp show --drop '.*' \
+	  --keep 'Experiment$$|Created$$|State$$|train\.|metrics/test|metrics/train.json:(loss|accuracy)' $(COMPARE_ARGS)
 
 ui: install
 	mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT)

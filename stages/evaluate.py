@@ -16,8 +16,8 @@ matplotlib.use("Agg")  # no display: render to files only
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from stages import cli, engine, mnist, models, params as params_module, tracking  # noqa: E402
-from stages.files import DataError, atomic_path, missing_output, read_json, write_json  # noqa: E402
+from stages import cli, engine, mnist, models, params as params_module, reproducible, tracking  # noqa: E402
+from stages.files import DataError, atomic_outputs, missing_output, read_json, write_json  # noqa: E402
 
 
 def load_model(card: dict, weights_path) -> torch.nn.Module:
@@ -50,7 +50,8 @@ def confusion_figure(confusion: torch.Tensor, title: str):
 
 
 def write_predictions(path, labels: torch.Tensor, predictions: torch.Tensor) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+    """One row per test image, for `dvc plots` (main() writes it through atomic_outputs)."""
+    with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["actual", "predicted"])
         writer.writerows(zip(labels.tolist(), predictions.tolist()))
@@ -62,6 +63,7 @@ def main() -> None:
     card = read_json(paths.model_card, produced_by="train")
     model = load_model(card, paths.model)
     dataset = mnist.load_dataset(paths.dataset)
+    reproducible.configure(params.train.threads)  # sums split by thread: the same count as training
     device = engine.pick_device(params.train.device)
     images = mnist.normalize(dataset["test_images"]).to(device)
     labels = dataset["test_labels"].to(device)
@@ -77,9 +79,10 @@ def main() -> None:
         figure = confusion_figure(result.confusion, f"{card['model']}: test accuracy {result.accuracy:.2%}")
         tracking.log_figure(figure, "evaluation/confusion_matrix.png")
         plt.close(figure)
-        write_predictions(paths.predictions, labels.cpu(), result.predictions)
-        write_json(paths.test_metrics, {**metrics, "per_class_accuracy": per_class,
-                                        "confusion": result.confusion.tolist()})
+        with atomic_outputs() as stage:  # both, or neither
+            write_predictions(stage(paths.predictions), labels.cpu(), result.predictions)
+            write_json(stage(paths.test_metrics), {**metrics, "per_class_accuracy": per_class,
+                                                   "confusion": result.confusion.tolist()})
 
 
 if __name__ == "__main__":

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -19,18 +21,58 @@ class DataError(ValueError):
 
 
 @contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM back for the block; their handlers run right after it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # Python runs signal handlers in the main thread only
+        return
+    caught: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum))
+                for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if caught:
+        handler = previous[caught[0]]
+        if callable(handler):
+            handler(caught[0], None)  # e.g. raises KeyboardInterrupt
+        elif handler == signal.SIG_DFL:
+            signal.raise_signal(caught[0])
+
+
+@contextmanager
+def atomic_outputs() -> Iterator[Callable[[str | Path], Path]]:
+    """Write several outputs as one: yields `stage(path)`, which returns a temporary path beside
+    `path`. If the block succeeds, each replaces its target with interrupts held back, so a
+    stage that fails or is interrupted leaves all of its outputs new or none of them."""
+    staged: dict[Path, Path] = {}
+
+    def stage(path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        staged[path] = Path(tmp)
+        return staged[path]
+
+    try:
+        yield stage
+        with _interrupts_held():
+            for path, tmp in staged.items():
+                os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates owner-only files
+                os.replace(tmp, path)
+    finally:
+        for tmp in staged.values():
+            tmp.unlink(missing_ok=True)
+
+
+@contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates owner-only files
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_outputs() as stage:
+        yield stage(path)
 
 
 def save_torch(obj: Any, path: str | Path) -> None:

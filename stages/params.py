@@ -6,8 +6,10 @@ with a message naming the key, the value and what is allowed.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,7 @@ class TrainParams:
     seed: int
     dropout: float | None  # None: the model's reference value
     device: str
+    threads: int  # CPU threads; 0: torch's default. Results depend on it, so DVC tracks it.
 
 
 @dataclass(frozen=True)
@@ -202,6 +205,7 @@ def _train(train: _Section) -> TrainParams:
         seed=train.integer("seed", 0),
         dropout=train.fraction_or_null("dropout"),
         device=train.choice("device", DEVICES),
+        threads=train.integer("threads", 0),
     )
 
 
@@ -250,6 +254,13 @@ def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+def digest(section: Any) -> str:
+    """sha256 of a params section (a dataclass or plain data) as canonical JSON: equal params, equal digest."""
+    data = asdict(section) if hasattr(section, "__dataclass_fields__") else section
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def load(path: str | Path = "params.yaml") -> Params:

@@ -1,15 +1,15 @@
 """The one door to MLflow: where runs are stored, how they end, what they record.
 
-The default store is a SQLite database with artifacts beside it, under
-`mlruns/` at the repository root; $MLFLOW_TRACKING_URI overrides it. Nothing
-here waits on the network: telemetry is off and model requirements are pinned
-rather than inferred.
+The default store is a SQLite database with artifacts beside it, under `mlruns/`
+at the root of the repository DVC runs the stage for ($DVC_ROOT), else of this
+checkout; $MLFLOW_TRACKING_URI overrides it. Nothing here waits on the network:
+telemetry is off and model requirements are pinned rather than inferred.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
-import platform
 import subprocess
 import warnings
 from contextlib import contextmanager
@@ -25,16 +25,47 @@ from mlflow.data.dataset_source_registry import resolve_dataset_source  # noqa: 
 from mlflow.data.meta_dataset import MetaDataset  # noqa: E402
 from mlflow.models import infer_signature  # noqa: E402
 
-from stages import engine  # noqa: E402
 from stages.params import flatten  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-STORE = ROOT / "mlruns"
-DEFAULT_URI = f"sqlite:///{STORE / 'mlflow.db'}"
+CODE_ROOT = Path(__file__).resolve().parents[1]  # the checkout running: under `dvc exp --temp`, a copy
+
+
+def store_root() -> Path:
+    """The repository whose `mlruns/` holds the runs.
+
+    `dvc exp run --temp` and queued experiments run in a copy under .dvc/tmp/exps that
+    DVC deletes afterwards; DVC sets $DVC_ROOT to the repository the copy came from
+    (and, for `dvc repro`, to the repository itself), so runs outlive the copy.
+    """
+    return Path(os.environ.get("DVC_ROOT") or CODE_ROOT)
+
+
+def default_uri() -> str:
+    return f"sqlite:///{store_root() / 'mlruns' / 'mlflow.db'}"
 
 
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    return os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
+
+
+@contextmanager
+def _store_lock() -> Iterator[None]:
+    """Let one process at a time open a SQLite store and create its experiment.
+
+    MLflow builds a new database's tables, and creates experiments, without a lock: two
+    stages starting together (`dvc queue start -j 2`) fail in its schema migration
+    ("table _alembic_tmp_metrics already exists") or on the experiment name. Writes
+    after that are safe together: MLflow waits up to 20 s on SQLite's own lock.
+    """
+    uri = tracking_uri()
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    lock = Path(uri.removeprefix("sqlite:///") + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 def _experiment_id(name: str) -> str:
@@ -43,37 +74,52 @@ def _experiment_id(name: str) -> str:
         return experiment.experiment_id
     # In the default store, artifacts sit beside the database; elsewhere the store decides.
     # (Not decided by $MLFLOW_TRACKING_URI: mlflow.set_tracking_uri sets that variable.)
-    artifacts = (STORE / "artifacts").as_uri() if mlflow.get_tracking_uri() == DEFAULT_URI else None
+    default = mlflow.get_tracking_uri() == default_uri()
+    artifacts = (store_root() / "mlruns" / "artifacts").as_uri() if default else None
     return mlflow.create_experiment(name, artifact_location=artifacts)
 
 
 def _git(*args: str) -> str:
-    result = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(["git", *args], cwd=CODE_ROOT, capture_output=True, text=True)
     return result.stdout.strip() if result.returncode == 0 else ""
 
 
-def identity_tags() -> dict[str, str]:
-    """What a run was made from: the git commit, and whether tracked files differed from it."""
-    return {
-        "git.commit": _git("rev-parse", "HEAD") or "none",
+def identity_tags(env: dict[str, str]) -> dict[str, str]:
+    """What a run was made from: the commit, whether tracked files differed, the DVC experiment.
+
+    Under `dvc exp run`, DVC names the experiment and its baseline commit in the environment;
+    the tree differs from the baseline by the experiment's changes, so `git.dirty` is true.
+    """
+    tags = {
+        "git.commit": env.get("DVC_EXP_BASELINE_REV") or _git("rev-parse", "HEAD") or "none",
         "git.dirty": str(bool(_git("status", "--porcelain", "--untracked-files=no"))).lower(),
     }
+    if env.get("DVC_EXP_NAME"):
+        tags["dvc.exp_name"] = env["DVC_EXP_NAME"]
+    return tags
+
+
+def _status(error: BaseException) -> str:
+    """How a run ends when its block raised `error`."""
+    if isinstance(error, KeyboardInterrupt):  # Ctrl-C, or SIGTERM through stages.cli
+        return "KILLED"
+    if isinstance(error, SystemExit) and error.code in (None, 0):
+        return "FINISHED"
+    return "FAILED"
 
 
 @contextmanager
 def run(experiment: str, stage: str, run_name: str | None = None, run_id: str | None = None) -> Iterator[str]:
     """Start (or, with `run_id`, resume) a run; it ends FINISHED, FAILED or KILLED as it truly ended."""
     mlflow.set_tracking_uri(tracking_uri())
-    experiment_id = None if run_id else _experiment_id(experiment)
-    active = mlflow.start_run(run_id=run_id, experiment_id=experiment_id, run_name=run_name)
+    with _store_lock():
+        experiment_id = None if run_id else _experiment_id(experiment)
+        active = mlflow.start_run(run_id=run_id, experiment_id=experiment_id, run_name=run_name)
     try:
-        mlflow.set_tags({**({} if run_id else identity_tags()), f"stage.{stage}": "ran"})
+        mlflow.set_tags({**({} if run_id else identity_tags(dict(os.environ))), f"stage.{stage}": "ran"})
         yield active.info.run_id
-    except KeyboardInterrupt:
-        mlflow.end_run("KILLED")
-        raise
-    except BaseException:
-        mlflow.end_run("FAILED")
+    except BaseException as error:
+        mlflow.end_run(_status(error))
         raise
     mlflow.end_run("FINISHED")
 
@@ -88,18 +134,6 @@ def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
 
 def set_tags(tags: dict[str, Any]) -> None:
     mlflow.set_tags({k: str(v) for k, v in tags.items()})
-
-
-def environment(device: torch.device) -> dict[str, str]:
-    """What a result depends on beyond params and data."""
-    return {
-        "env.torch": torch.__version__,
-        "env.python": platform.python_version(),
-        "env.device": str(device),
-        "env.device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else engine.cpu_name(),
-        "env.threads": str(torch.get_num_threads()),
-        "env.platform": platform.platform(),
-    }
 
 
 def log_provenance(provenance: dict[str, Any]) -> None:

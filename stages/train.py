@@ -15,8 +15,8 @@ import time
 import torch
 from tqdm import tqdm
 
-from stages import cli, engine, mnist, models, params as params_module, tracking
-from stages.files import read_json, save_torch, write_json
+from stages import cli, engine, mnist, models, params as params_module, reproducible, tracking
+from stages.files import atomic_outputs, read_json, save_torch, write_json
 from stages.params import TrainParams
 
 EXAMPLE_IMAGES = 4  # in the MLflow model's input example
@@ -49,8 +49,9 @@ def main() -> None:
     train, paths = params.train, params.paths
     dataset = mnist.load_dataset(paths.dataset)
     provenance = read_json(paths.provenance, produced_by="download")
+    reproducible.configure(train.threads)  # before any CUDA work
+    reproducible.seed_everything(train.seed)
     device = engine.pick_device(train.device)
-    torch.manual_seed(train.seed)
     images = mnist.normalize(dataset["train_images"]).to(device)
     labels = dataset["train_labels"].to(device)
     model = models.build(train.model, train.dropout).to(device)
@@ -66,7 +67,8 @@ def main() -> None:
     run_name = f"{train.model}-e{train.epochs}-s{train.seed}"
     with tracking.run(params.tracking.experiment, stage="train", run_name=run_name) as run_id:
         tracking.log_params({**dataclasses.asdict(train), "dropout": dropout, "param_count": n_params})
-        tracking.set_tags({**tracking.environment(device), "model": train.model})
+        tracking.set_tags({**reproducible.environment(device, images), "model": train.model,
+                           "params.digest": params_module.digest(train), "dataset.digest": provenance["digest"]})
         tracking.log_dataset_input(provenance, context="training")
         print(f"train: {train.model} ({n_params:,} parameters) on {device}, "
               f"{len(labels):,} images, {train.epochs} epoch(s)", file=sys.stderr)
@@ -76,11 +78,13 @@ def main() -> None:
 
         card = {"model": train.model, "dropout": dropout, "params": n_params,
                 "mlflow_run_id": run_id, "mlflow_model_uri": model_uri, "dataset_digest": provenance["digest"]}
-        save_torch(model.cpu().state_dict(), paths.model)
-        write_json(paths.model_card, card)
-        write_json(paths.train_history, history)
         final = history[-1]
-        write_json(paths.train_metrics, {"loss": final["loss"], "accuracy": final["accuracy"], "params": n_params})
+        with atomic_outputs() as stage:  # all four, or none
+            save_torch(model.cpu().state_dict(), stage(paths.model))
+            write_json(stage(paths.model_card), card)
+            write_json(stage(paths.train_history), history)
+            write_json(stage(paths.train_metrics), {"loss": final["loss"], "accuracy": final["accuracy"],
+                                                    "params": n_params})
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""Shared fixtures: a tiny synthetic MNIST in real IDX format, a params.yaml that points at it,
-and throwaway git + DVC repositories to run commands in."""
+"""Shared helpers: a tiny synthetic MNIST in real IDX format, a params.yaml that points at it,
+throwaway git + DVC repositories to run commands in, and a reader of the MLflow store's runs."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import os
 import shutil
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -84,14 +85,17 @@ def sh(*args, cwd, env=None) -> str:
 
 
 def tool_env(**extra: str) -> dict[str, str]:
-    """The environment to run `dvc` in: this interpreter's folder first on PATH, as `make` does."""
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **extra}
+    """The environment to run `dvc` in, as a user's shell gives it: this interpreter's folder first
+    on PATH (as `make` does), the default MLflow store, and none of DVC's own variables (as if no
+    stage of an outer pipeline were running)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DVC_") and k != "MLFLOW_TRACKING_URI"}
+    return {**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}", **extra}
 
 
 def init_repo(repo: Path) -> None:
     """An empty git repository on branch main, with this project's DVC config and ignore files."""
     repo.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(ROOT / ".dvc", repo / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
+    shutil.copytree(ROOT / ".dvc", repo / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache", "config.local"))
     for name in (".gitignore", ".dvcignore"):
         shutil.copy(ROOT / name, repo / name)
     sh("git", "init", "-q", "-b", "main", cwd=repo)
@@ -102,3 +106,29 @@ def git_commit(repo: Path, message: str) -> str:
     sh("git", "add", "-A", cwd=repo)
     sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message, cwd=repo)
     return sh("git", "rev-parse", "HEAD", cwd=repo).strip()
+
+
+def make_repo(tmp: Path) -> tuple[Path, dict[str, str]]:
+    """A committed repository holding this project's code, with params and $MNIST_MIRROR pointing
+    at a synthetic mirror; returns it and the environment to run `dvc` in."""
+    repo = tmp / "repo"
+    init_repo(repo)
+    shutil.copytree(ROOT / "stages", repo / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
+    (repo / "mlruns").mkdir()
+    shutil.copy(ROOT / "mlruns/.gitignore", repo / "mlruns/.gitignore")
+    digests = write_mnist(tmp / "mirror")
+    (repo / "params.yaml").write_text(yaml.safe_dump(params_for(digests, ["http://127.0.0.1:9/"]), sort_keys=False))
+    git_commit(repo, "init")
+    return repo, tool_env(MNIST_MIRROR=str(tmp / "mirror"))
+
+
+def stored_runs(root: Path) -> list[dict]:
+    """Every run in the MLflow store under `root`/mlruns, oldest first, with its tags and latest metrics."""
+    with sqlite3.connect(root / "mlruns/mlflow.db") as db:
+        rows = db.execute("SELECT run_uuid, status, name FROM runs ORDER BY start_time, run_uuid").fetchall()
+        tags = db.execute("SELECT run_uuid, key, value FROM tags").fetchall()
+        metrics = db.execute("SELECT run_uuid, key, value FROM latest_metrics").fetchall()
+    return [{"id": run_id, "status": status, "name": name,
+             "tags": {k: v for r, k, v in tags if r == run_id},
+             "metrics": {k: v for r, k, v in metrics if r == run_id}} for run_id, status, name in rows]

@@ -44,6 +44,8 @@ def test_no_stage_depends_on_the_gate_thresholds():
         ("train", "label_smoothing", 1, "train.label_smoothing = 1: must be a number in [0, 1)"),
         ("train", "weight_decay", -0.1, "train.weight_decay = -0.1: must be a number in [0, 1)"),
         ("train", "augment", 10, "train.augment: expected a mapping of keys, got 10"),
+        ("train", "threads", -1, "train.threads = -1: must be an integer >= 0"),
+        ("train", "threads", 1.5, "train.threads = 1.5: must be an integer >= 0"),
         ("evaluate", "batch_size", "all", "evaluate.batch_size = 'all': must be an integer >= 1"),
         ("download", "mirrors", [], "download.mirrors = []: must be a non-empty list"),
         ("download", "timeout", 0, "download.timeout = 0: must be a positive number"),

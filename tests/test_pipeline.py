@@ -1,39 +1,32 @@
 """End to end: `dvc repro` in a copy of the repository, on synthetic data, as a user runs it."""
 
 import json
-import shutil
-import sqlite3
 import sys
 import textwrap
 
 import pytest
 import yaml
 
-from tests.conftest import ROOT, git_commit, init_repo, params_for, sh, tool_env, write_mnist
+from stages import params as params_module
+from tests.conftest import make_repo, sh, stored_runs
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    """A git + DVC repository holding this project's code and a synthetic mirror."""
-    tmp = tmp_path_factory.mktemp("e2e")
-    repo = tmp / "repo"
-    init_repo(repo)
-    shutil.copytree(ROOT / "stages", repo / "stages", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
-    (repo / "mlruns").mkdir()
-    shutil.copy(ROOT / "mlruns/.gitignore", repo / "mlruns/.gitignore")
-    digests = write_mnist(tmp / "mirror")
-    (repo / "params.yaml").write_text(yaml.safe_dump(params_for(digests, ["http://127.0.0.1:9/"]), sort_keys=False))
-    env = tool_env(MNIST_MIRROR=str(tmp / "mirror"))
-    env.pop("MLFLOW_TRACKING_URI", None)  # the default store under mlruns/ is what we test
-    git_commit(repo, "init")
+    """A git + DVC repository holding this project's code and a synthetic mirror, after `dvc repro`."""
+    repo, env = make_repo(tmp_path_factory.mktemp("e2e"))
     first = sh("dvc", "repro", cwd=repo, env=env)
     return repo, env, first
 
 
 def runs(repo):
-    with sqlite3.connect(repo / "mlruns/mlflow.db") as db:
-        return db.execute("SELECT run_uuid, status, name FROM runs ORDER BY start_time").fetchall()
+    return [(run["id"], run["status"], run["name"]) for run in stored_runs(repo)]
+
+
+def set_train(repo, **values):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"].update(values)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def test_repro_runs_every_stage_and_writes_the_declared_metrics(repo):
@@ -76,7 +69,14 @@ def test_one_mlflow_run_holds_params_curves_metrics_dataset_and_model(repo):
     assert found["params"]["dropout"] == "0.2" and found["params"]["lr"] == "0.01"
     assert found["metrics"]["test/accuracy"] == metrics["accuracy"]
     assert "train/accuracy" in found["metrics"] and found["curve"] == [1]
-    assert found["tags"]["git.commit"] == sh("git", "rev-parse", "HEAD", cwd=repo).strip()
+    tags = found["tags"]
+    assert tags["git.commit"] == sh("git", "rev-parse", "HEAD", cwd=repo).strip()
+    assert tags["git.dirty"] == "false" and "dvc.exp_name" not in tags  # a plain `dvc repro`
+    train = params_module.load(repo / "params.yaml").train
+    assert tags["params.digest"] == params_module.digest(train)
+    assert tags["dataset.digest"] == json.loads((repo / "data/provenance.json").read_text())["digest"]
+    assert tags["env.threads"].isdigit() and tags["env.deterministic"] == "true"
+    assert tags["env.memory_format"] == "contiguous" and tags["env.device"] == "cpu"
     assert found["inputs"] == ["mnist"]
     assert found["artifacts"] == ["evaluation/confusion_matrix.png"]
     assert found["pyfunc_accuracy"] == pytest.approx(metrics["accuracy"])
@@ -89,9 +89,7 @@ def test_second_repro_changes_nothing_and_an_epoch_change_skips_download(repo):
     assert "Running stage" not in again
     assert (repo / "dvc.lock").read_text() == lock and len(runs(repo)) == n_runs
 
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["train"]["epochs"] = 2
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    set_train(repo, epochs=2)
     changed = sh("dvc", "repro", cwd=repo, env=env)
     assert "Running stage 'train'" in changed and "Running stage 'evaluate'" in changed
     assert "Running stage 'download'" not in changed
@@ -104,3 +102,36 @@ def test_forced_rerun_gives_identical_data_model_and_metrics(repo):
     before = {path: (repo / path).read_bytes() for path in outputs}
     sh("dvc", "repro", "-f", cwd=repo, env=env)
     assert {path: (repo / path).read_bytes() for path in outputs} == before
+
+
+def test_a_run_cache_restore_keeps_the_link_to_the_run_that_made_the_model(repo):
+    repo, env, _ = repo
+    card, metrics = (repo / "models/model.json").read_text(), (repo / "metrics/test.json").read_text()
+    original = json.loads(card)["mlflow_run_id"]
+    set_train(repo, seed=7)
+    sh("dvc", "repro", cwd=repo, env=env)
+    assert json.loads((repo / "models/model.json").read_text())["mlflow_run_id"] != original
+    n_runs = len(runs(repo))
+
+    set_train(repo, seed=0)  # back to the params of the original run: DVC restores, runs nothing
+    restored = sh("dvc", "repro", cwd=repo, env=env)
+    assert "Stage 'train' is cached - skipping run" in restored and "Running stage" not in restored
+    assert (repo / "models/model.json").read_text() == card  # though the card is `cache: false`
+    assert (repo / "metrics/test.json").read_text() == metrics
+    assert len(runs(repo)) == n_runs
+    run = next(r for r in stored_runs(repo) if r["id"] == original)
+    assert run["status"] == "FINISHED" and "test/accuracy" in run["metrics"]
+
+
+def test_plots_show_draws_the_training_curves_and_the_confusion_matrix(repo):
+    repo, env, _ = repo
+    found = json.loads(sh("dvc", "plots", "show", "--json", cwd=repo, env=env))["data"]
+    assert set(found) == {"training loss", "training accuracy", "test confusion matrix"}
+    history = json.loads((repo / "metrics/train_history.json").read_text())
+    for name, y in (("training loss", "loss"), ("training accuracy", "accuracy")):
+        values = found[name][0]["content"]["data"]["values"]
+        assert [(v["epoch"], v[y]) for v in values] == [(row["epoch"], row[y]) for row in history]
+    assert len(found["test confusion matrix"][0]["content"]["data"]["values"]) == 200
+    sh("dvc", "plots", "show", "-o", "plots", cwd=repo, env=env)
+    page = (repo / "plots/index.html").read_text()
+    assert all(name in page for name in found)

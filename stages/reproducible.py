@@ -1,0 +1,63 @@
+"""Bitwise-reproducible training: seeds, threads and deterministic kernels, and what a result depends on.
+
+The same params and seed give the same weights only on the same torch build, device
+type and thread count: CPU kernels split their sums by thread, GPU kernels by their
+launch shape. `environment()` names those dependencies so every run records them.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+
+import numpy as np
+import torch
+
+from stages import engine
+
+
+def configure(threads: int) -> int:
+    """Fix the thread count and choose deterministic kernels; returns the number of threads used.
+
+    `threads` 0 keeps torch's default (the number of cores). Call before any CUDA work:
+    cuBLAS reads its workspace setting when it first starts.
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS reductions
+    if threads:
+        torch.set_num_threads(threads)
+    # warn_only: some CUDA kernels (adaptive average pooling's backward) have no deterministic
+    # version; they warn rather than stop the run. On the CPU every kernel used here is deterministic.
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False  # benchmarking picks kernels by timing, which varies
+    torch.backends.cudnn.deterministic = True
+    return torch.get_num_threads()
+
+
+def seed_everything(seed: int) -> None:
+    """Seed every random generator a run could draw from (weights, dropout)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def memory_format(images: torch.Tensor) -> str:
+    """The layout of a (B, C, H, W) batch: kernels, and so the low bits of results, differ by layout."""
+    if images.is_contiguous():
+        return "contiguous"
+    return "channels_last" if images.is_contiguous(memory_format=torch.channels_last) else "strided"
+
+
+def environment(device: torch.device, images: torch.Tensor) -> dict[str, str]:
+    """What a result depends on beyond params and data, as `env.*` tags."""
+    return {
+        "env.torch": torch.__version__,
+        "env.python": platform.python_version(),
+        "env.device": str(device),
+        "env.device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else engine.cpu_name(),
+        "env.cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the SIMD kernels torch picked
+        "env.threads": str(torch.get_num_threads()),
+        "env.memory_format": memory_format(images),
+        "env.deterministic": str(torch.are_deterministic_algorithms_enabled()).lower(),
+        "env.platform": platform.platform(),
+    }

@@ -1,0 +1,69 @@
+"""DVC experiments: queued and temporary runs log to the repository's own MLflow store, one run each."""
+
+import json
+import sys
+import time
+
+import pytest
+
+from tests.conftest import git_commit, make_repo, sh, stored_runs
+
+QUEUE_TIMEOUT = 300  # seconds; two synthetic experiments take well under a minute
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    """A repository after `dvc repro`, with its results committed: the experiments' baseline."""
+    repo, env = make_repo(tmp_path_factory.mktemp("exp"))
+    sh("dvc", "repro", cwd=repo, env=env)
+    baseline = git_commit(repo, "baseline run")
+    yield repo, env, baseline
+    sh("dvc", "queue", "stop", cwd=repo, env=env)  # workers stop by themselves; make sure
+
+
+def wait_for_queue(repo, env, names) -> None:
+    """Wait until the named experiments' runs are complete and DVC has collected them.
+
+    The store is read directly: `dvc queue status` costs seconds of CPU on each call,
+    taken from the experiments it watches."""
+    deadline = time.monotonic() + QUEUE_TIMEOUT
+    for attempt in range(QUEUE_TIMEOUT):
+        done = {run["tags"].get("dvc.exp_name") for run in stored_runs(repo) if "test/accuracy" in run["metrics"]}
+        status = sh("dvc", "queue", "status", cwd=repo, env=env) if names <= done or attempt % 10 == 9 else ""
+        assert "Failed" not in status, status
+        if names <= done and not any(state in status for state in ("Queued", "Running")):
+            return
+        assert time.monotonic() < deadline, f"queue still busy after {QUEUE_TIMEOUT} s:\n{status}"
+        time.sleep(2)
+
+
+def experiments(repo, env) -> dict[str, str]:
+    """Each experiment's name and commit, from `dvc exp show`."""
+    rows = json.loads(sh("dvc", "exp", "show", "--json", cwd=repo, env=env))
+    return {exp["name"]: exp["rev"] for row in rows for exp in (row.get("experiments") or [])
+            for exp in exp["revs"] if exp.get("name")}
+
+
+def test_a_queued_sweep_and_a_temp_run_each_leave_one_complete_run_in_the_repos_store(repo):
+    repo, env, baseline = repo
+    before = {run["id"] for run in stored_runs(repo)}
+    for name, seed in (("sweep-1", 1), ("sweep-2", 2)):
+        sh("dvc", "exp", "run", "--queue", "-n", name, "-S", f"train.seed={seed}", cwd=repo, env=env)
+    sh("dvc", "queue", "start", "-j", "2", cwd=repo, env=env)
+    wait_for_queue(repo, env, {"sweep-1", "sweep-2"})
+    sh("dvc", "exp", "run", "--temp", "-n", "temp-3", "-S", "train.seed=3", cwd=repo, env=env)
+
+    new = [run for run in stored_runs(repo) if run["id"] not in before]
+    names = sorted(run["tags"].get("dvc.exp_name", "") for run in new)
+    assert names == ["sweep-1", "sweep-2", "temp-3"], [(r["name"], r["status"], r["tags"]) for r in new]
+    for run in new:
+        assert run["status"] == "FINISHED" and "test/accuracy" in run["metrics"]
+        assert run["tags"]["git.commit"] == baseline and run["tags"]["git.dirty"] == "true"
+    assert not list((repo / ".dvc/tmp").rglob("mlflow.db"))  # no store left in a temporary copy
+
+    found = experiments(repo, env)
+    assert {"sweep-1", "sweep-2", "temp-3"} <= set(found)
+    read = "import sys, json, dvc.api\nprint(json.loads(dvc.api.read('models/model.json', rev=sys.argv[1]))['mlflow_run_id'])"
+    for run in new:  # each experiment's model card (a DVC output) names its own run
+        rev = found[run["tags"]["dvc.exp_name"]]
+        assert sh(sys.executable, "-c", read, rev, cwd=repo, env=env).strip() == run["id"]

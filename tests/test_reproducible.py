@@ -1,0 +1,64 @@
+"""Same params, seed, machine and thread count: the same weights file, byte for byte."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from stages import mnist, models, params, reproducible, train
+from stages.files import save_torch
+from tests.conftest import ROOT, synthetic_split
+
+TRAIN = dataclasses.replace(params.load(ROOT / "params.yaml").train, model="cnn9k", batch_size=32, lr=0.01,
+                            epochs=2, device="cpu", threads=1)
+
+
+def weights_file(tmp_path, train_params, name) -> bytes:
+    """Train as the train stage does, on tiny synthetic data, and return the saved weights file."""
+    reproducible.configure(train_params.threads)
+    reproducible.seed_everything(train_params.seed)
+    images, labels = synthetic_split(96, seed=1)
+    model = models.build(train_params.model, train_params.dropout)
+    train.fit(model, train_params, mnist.normalize(images), labels.long(), on_epoch=lambda row, seconds: None)
+    save_torch(model.state_dict(), tmp_path / name)
+    return (tmp_path / name).read_bytes()
+
+
+@pytest.fixture(autouse=True)
+def restore_torch_settings():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(False)
+
+
+def test_the_same_params_give_the_same_weights_file_and_another_seed_does_not(tmp_path):
+    first = weights_file(tmp_path, TRAIN, "first.pt")
+    assert weights_file(tmp_path, TRAIN, "again.pt") == first
+    assert weights_file(tmp_path, dataclasses.replace(TRAIN, seed=TRAIN.seed + 1), "other.pt") != first
+
+
+def test_configure_sets_the_thread_count_params_name_and_zero_keeps_the_default():
+    default = torch.get_num_threads()
+    assert reproducible.configure(1) == 1 == torch.get_num_threads()
+    assert torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.benchmark
+    torch.set_num_threads(default)
+    assert reproducible.configure(0) == default
+
+
+def test_the_environment_names_what_a_result_depends_on():
+    images = torch.zeros(2, 1, 28, 28)
+    env = reproducible.environment(torch.device("cpu"), images)
+    assert env["env.torch"] == torch.__version__ and env["env.threads"] == str(torch.get_num_threads())
+    assert env["env.device"] == "cpu" and env["env.device_name"] and env["env.cpu_capability"]
+    assert env["env.memory_format"] == "contiguous"
+    channels_last = torch.zeros(2, 3, 4, 4).to(memory_format=torch.channels_last)
+    assert reproducible.memory_format(channels_last) == "channels_last"
+
+
+def test_the_params_digest_changes_with_any_value_and_only_then():
+    assert params.digest(TRAIN) == params.digest(dataclasses.replace(TRAIN))
+    assert len(params.digest(TRAIN)) == 64
+    for change in ({"seed": 1}, {"threads": 2}, {"dropout": 0.3}, {"lr": 0.02}):
+        assert params.digest(dataclasses.replace(TRAIN, **change)) != params.digest(TRAIN)
+    assert params.digest({"b": 1, "a": [1, None]}) == params.digest({"a": [1, None], "b": 1})

@@ -1,0 +1,118 @@
+"""MLflow runs end as they truly ended, and a stage that fails or is interrupted writes no output."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from stages import tracking
+from tests.conftest import ROOT, params_for, sh, tool_env, stored_runs, write_mnist
+
+OUTPUTS = ("models/model.pt", "models/model.json", "metrics/train.json", "metrics/train_history.json")
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A folder holding params.yaml and the downloaded synthetic dataset, its store under mlruns/."""
+    tmp = tmp_path_factory.mktemp("status")
+    folder = tmp / "work"
+    folder.mkdir()
+    params = params_for(write_mnist(tmp / "mirror"), ["http://127.0.0.1:9/"], epochs=1000)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh(sys.executable, "-m", "stages.download", cwd=folder, env=env_for(folder, MNIST_MIRROR=str(tmp / "mirror")))
+    return folder
+
+
+def env_for(folder, **extra):
+    """Stages run from `folder`, this checkout's code, and a store under `folder` as under `dvc repro`."""
+    return tool_env(PYTHONPATH=str(ROOT), DVC_ROOT=str(folder), **extra)
+
+
+def fresh_copy(workdir, tmp_path):
+    shutil.copytree(workdir, tmp_path / "work")
+    return tmp_path / "work"
+
+
+def leftovers(folder):
+    """Outputs, and temporary files of outputs, in the train stage's folders."""
+    found = [path for path in OUTPUTS if (folder / path).exists()]
+    return found + [p.name for d in ("models", "metrics") if (folder / d).exists() for p in (folder / d).iterdir()]
+
+
+def test_a_stage_that_raises_leaves_its_run_failed_and_writes_nothing(workdir, tmp_path):
+    folder = fresh_copy(workdir, tmp_path)
+    crash = ("from stages import cli, engine, train\n"
+             "def fail(*args, **kwargs): raise RuntimeError('boom')\n"
+             "engine.train_epoch = fail\n"
+             "cli.run(train.main)\n")
+    result = subprocess.run([sys.executable, "-c", crash], cwd=folder, env=env_for(folder),
+                            capture_output=True, text=True)
+    assert result.returncode == 1 and "RuntimeError: boom" in result.stderr
+    assert stored_runs(folder)[-1]["status"] == "FAILED"
+    assert leftovers(folder) == []
+
+
+def test_sigterm_mid_training_leaves_its_run_killed_and_writes_nothing(workdir, tmp_path):
+    folder = fresh_copy(workdir, tmp_path)
+    process = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=folder, env=env_for(folder),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not any("train/loss" in run["metrics"] for run in runs_if_any(folder)):  # an epoch has ended
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+        time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 130
+    assert "interrupted: no output was written" in process.stderr.read()
+    assert stored_runs(folder)[-1]["status"] == "KILLED"
+    assert leftovers(folder) == []
+
+
+def runs_if_any(folder):
+    return stored_runs(folder) if (folder / "mlruns/mlflow.db").exists() else []
+
+
+def interrupt():
+    raise KeyboardInterrupt  # what stages.cli turns SIGTERM into
+
+
+@pytest.mark.parametrize("ending, status", [
+    (lambda: None, "FINISHED"),
+    (lambda: sys.exit(0), "FINISHED"),
+    (lambda: sys.exit(1), "FAILED"),
+    (lambda: sys.exit("error: bad input"), "FAILED"),
+    (lambda: 1 / 0, "FAILED"),
+    (interrupt, "KILLED"),
+])
+def test_a_run_ends_with_the_status_of_how_its_block_ended(tmp_path, monkeypatch, ending, status):
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))  # the default store goes under it
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    try:
+        with tracking.run("status", stage="test"):
+            ending()
+    except (Exception, SystemExit, KeyboardInterrupt):
+        pass
+    assert [run["status"] for run in stored_runs(tmp_path)] == [status]
+
+
+def test_identity_tags_name_the_experiment_and_its_baseline_under_dvc_exp():
+    tags = tracking.identity_tags({"DVC_EXP_NAME": "sweep-1", "DVC_EXP_BASELINE_REV": "a" * 40})
+    assert tags["dvc.exp_name"] == "sweep-1" and tags["git.commit"] == "a" * 40
+    plain = tracking.identity_tags({})
+    assert "dvc.exp_name" not in plain and len(plain["git.commit"]) == 40 and plain["git.dirty"] in ("true", "false")
+
+
+def test_stages_starting_together_on_a_new_store_all_get_their_run(tmp_path):
+    """MLflow creates a new store's tables without a lock; without ours, two of three fail."""
+    start = ("import sys\nfrom stages import tracking\n"
+             "with tracking.run('together', stage='test', run_name=sys.argv[1]):\n    pass\n")
+    processes = [subprocess.Popen([sys.executable, "-c", start, str(n)], env=env_for(tmp_path), cwd=tmp_path,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for n in range(3)]
+    errors = [p.stderr.read() for p in processes if p.wait(timeout=120) != 0]
+    assert errors == []
+    runs = stored_runs(tmp_path)
+    assert sorted(run["name"] for run in runs) == ["0", "1", "2"] and {r["status"] for r in runs} == {"FINISHED"}
