@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from stages import cli, engine, mnist, models, params as params_module, reproducible, tracking
 from stages.files import atomic_outputs, read_json, save_torch, write_json
-from stages.params import TrainParams
+from stages.params import PathsParams, TrainParams
 
 EXAMPLE_IMAGES = 4  # in the MLflow model's input example
 
@@ -42,6 +42,17 @@ def fit(model, train: TrainParams, images, labels, on_epoch) -> list[dict]:
         history.append(row)  # no timings here: the history is a reproducible DVC output
         on_epoch(row, time.perf_counter() - start)
     return history
+
+
+def write_outputs(paths: PathsParams, model, card: dict, history: list[dict]) -> None:
+    """The stage's four outputs, written together: all new, or (failed, interrupted) none."""
+    final = history[-1]
+    with atomic_outputs() as stage:
+        save_torch(model.cpu().state_dict(), stage(paths.model))
+        write_json(stage(paths.model_card), card)
+        write_json(stage(paths.train_history), history)
+        write_json(stage(paths.train_metrics), {"loss": final["loss"], "accuracy": final["accuracy"],
+                                                "params": card["params"]})
 
 
 def main() -> None:
@@ -78,13 +89,7 @@ def main() -> None:
 
         card = {"model": train.model, "dropout": dropout, "params": n_params,
                 "mlflow_run_id": run_id, "mlflow_model_uri": model_uri, "dataset_digest": provenance["digest"]}
-        final = history[-1]
-        with atomic_outputs() as stage:  # all four, or none
-            save_torch(model.cpu().state_dict(), stage(paths.model))
-            write_json(stage(paths.model_card), card)
-            write_json(stage(paths.train_history), history)
-            write_json(stage(paths.train_metrics), {"loss": final["loss"], "accuracy": final["accuracy"],
-                                                    "params": n_params})
+        write_outputs(paths, model, card, history)
 
 
 if __name__ == "__main__":
