@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Subset
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision import datasets, transforms
 
-from stages import engine, mnist, models, params as params_module, train as train_stage
+from stages import engine, mnist, models, params as params_module, reproducible, train as train_stage
 
 
 def reference_epoch(model, optimizer, raw: Path, batch_size: int, limit: int | None) -> float:
@@ -74,7 +74,8 @@ def measure(spec: dict) -> dict:
         optimizer = engine.make_optimizer(train.optimizer, model.parameters(), train.lr)
         seconds = reference_epoch(model, optimizer, Path(spec["raw"]), train.batch_size, limit)
         images = limit or len(dataset["train_labels"])
-    else:
+    else:  # set up as the train stage sets itself up: threads, deterministic kernels, no denormals
+        reproducible.configure(spec["threads"])
         images = mnist.normalize(dataset["train_images"][:limit]).to(device)
         labels = dataset["train_labels"][:limit].to(device)
         timings = []

@@ -31,6 +31,10 @@ def configure(threads: int) -> int:
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark = False  # benchmarking picks kernels by timing, which varies
     torch.backends.cudnn.deterministic = True
+    # Values below ~1e-38 (Adam's second moments of nearly idle weights, for one) take CPUs a
+    # slow path: flushing them to zero made cnn9k's one-cycle epoch 4x faster on this project's
+    # 2-core machine. Deterministic, and far below anything that moves a weight.
+    torch.set_flush_denormal(True)
     return torch.get_num_threads()
 
 

@@ -62,3 +62,12 @@ def test_the_params_digest_changes_with_any_value_and_only_then():
     for change in ({"seed": 1}, {"threads": 2}, {"dropout": 0.3}, {"lr": 0.02}):
         assert params.digest(dataclasses.replace(TRAIN, **change)) != params.digest(TRAIN)
     assert params.digest({"b": 1, "a": [1, None]}) == params.digest({"a": [1, None], "b": 1})
+
+
+def test_configure_flushes_denormals_the_slow_path_of_cpu_arithmetic():
+    try:
+        reproducible.configure(0)
+        assert torch.tensor([1e-323], dtype=torch.float64).item() == 0.0
+    finally:
+        torch.set_flush_denormal(False)
+    assert torch.tensor([1e-323], dtype=torch.float64).item() > 0.0
