@@ -9,7 +9,6 @@ matrix-multiply rate. Writes benchmarks/results.json and prints a Markdown table
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import platform
@@ -20,7 +19,6 @@ import tempfile
 from pathlib import Path
 
 import torch
-import yaml
 
 from benchmarks import loops, pipeline
 from stages import engine, params as params_module, recipe
@@ -40,9 +38,7 @@ CONFIGS = [
 
 def spec_for(model: str, loop: str, hyper: str, args) -> dict:
     """The child's measurement: one epoch of `model` trained by `loop` with `hyper`'s recipe."""
-    train = copy.deepcopy(yaml.safe_load(Path("params.yaml").read_text())["train"])
-    train.update(recipe.load(hyper))
-    train.update(model=model, epochs=1, seed=0)
+    train = {**recipe.train_section(hyper), "model": model, "epochs": 1, "seed": 0}
     return {"loop": loop, "train": train, "threads": args.threads, "dataset": str(args.dataset),
             "raw": str(args.raw), "limit": args.limit}
 

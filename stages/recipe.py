@@ -7,7 +7,6 @@ params before anything runs, so a bad recipe names its key and what is allowed.
 
 from __future__ import annotations
 
-import copy
 import sys
 from pathlib import Path
 
@@ -28,13 +27,18 @@ def load(name: str) -> dict:
     recipe = yaml.safe_load(path.read_text()) or {}
     if set(recipe) != {"train"} or not isinstance(recipe["train"], dict):
         raise ParamsError(f"{path}: a recipe holds one mapping, `train:`")
-    merged = copy.deepcopy(yaml.safe_load(Path("params.yaml").read_text()))
+    merged = yaml.safe_load(Path("params.yaml").read_text())
     merged["train"] = {**merged["train"], **recipe["train"]}
     try:
         params_module.parse(merged)
     except ParamsError as err:
         raise ParamsError(f"{path}: {err}") from None
     return recipe["train"]
+
+
+def train_section(name: str) -> dict:
+    """params.yaml's `train` section with the recipe's keys over it: what the recipe trains."""
+    return {**yaml.safe_load(Path("params.yaml").read_text())["train"], **load(name)}
 
 
 def flags(train: dict) -> list[str]:
