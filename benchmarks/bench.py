@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from benchmarks import loops, pipeline
-from stages import engine, params as params_module, recipe
+from mnistcnn import config, engine, recipes
 
 # (model, loop, hyperparameters): the recipe file whose train section is used, with the model swapped in.
 CONFIGS = [
@@ -38,7 +38,7 @@ CONFIGS = [
 
 def spec_for(model: str, loop: str, hyper: str, args) -> dict:
     """The child's measurement: one epoch of `model` trained by `loop` with `hyper`'s recipe."""
-    train = {**recipe.train_section(hyper), "model": model, "epochs": 1, "seed": 0}
+    train = {**recipes.train_section(hyper), "model": model, "epochs": 1, "seed": 0}
     return {"loop": loop, "train": train, "threads": args.threads, "dataset": str(args.dataset),
             "raw": str(args.raw), "limit": args.limit}
 
@@ -79,7 +79,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    paths = params_module.load().paths
+    paths = config.load().paths
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -96,14 +96,14 @@ def main() -> None:
     matmul = loops.matmul_flops(args.threads, n=256 if args.smoke else 2048)
     results = [[] for _ in configs]
     for rep in range(repeats):  # interleaved, so slow spells of a shared machine hit every configuration
-        for i, (config, spec) in enumerate(zip(configs, specs)):
+        for i, (cell, spec) in enumerate(zip(configs, specs)):
             results[i].append(run_child(spec))
-            print(f"bench: {rep + 1}/{repeats} {' '.join(config)}: {results[i][-1]['seconds']:.1f} s",
+            print(f"bench: {rep + 1}/{repeats} {' '.join(cell)}: {results[i][-1]['seconds']:.1f} s",
                   file=sys.stderr)
     rows = []
-    for config, spec, result in zip(configs, specs, results):
-        reference = next((r for r in rows if r["model"] == config[0] and r["loop"] == "reference"), None)
-        rows.append(summarise(*config, spec, result, matmul, reference and reference["images_per_s"]))
+    for cell, spec, result in zip(configs, specs, results):
+        reference = next((r for r in rows if r["model"] == cell[0] and r["loop"] == "reference"), None)
+        rows.append(summarise(*cell, spec, result, matmul, reference and reference["images_per_s"]))
     timings = None
     if not args.smoke:
         with tempfile.TemporaryDirectory() as tmp:

@@ -3,7 +3,7 @@
 `reference` re-creates the reference scripts' way of training: torchvision's
 per-image `datasets.MNIST` with `ToTensor()` and `Normalize`, a shuffling
 `DataLoader`, and a `.item()` per step for the running loss and accuracy.
-`engine` is the project's own train stage code (stages.train.fit), unchanged.
+`engine` is the project's own train stage code (mnistcnn.engine.fit), unchanged.
 Run as `python -m benchmarks.loops SPEC_JSON`; prints one JSON result line.
 """
 
@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Subset
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision import datasets, transforms
 
-from stages import engine, mnist, models, params as params_module, reproducible, train as train_stage
+from mnistcnn import config, engine, mnist, models, reproducible
 
 
 def reference_epoch(model, optimizer, raw: Path, batch_size: int, limit: int | None) -> float:
@@ -64,7 +64,7 @@ def train_flops_per_image(model: torch.nn.Module, batch_size: int) -> float:
 def measure(spec: dict) -> dict:
     """Train spec["train"] (a params.yaml train section) for one epoch by spec["loop"]."""
     torch.set_num_threads(spec["threads"])
-    train = params_module.parse_train(spec["train"])
+    train = config.parse_train(spec["train"])
     torch.manual_seed(train.seed)
     dataset = mnist.load_dataset(spec["dataset"])
     device = engine.pick_device(train.device)
@@ -79,7 +79,7 @@ def measure(spec: dict) -> dict:
         images = mnist.normalize(dataset["train_images"][:limit]).to(device)
         labels = dataset["train_labels"][:limit].to(device)
         timings = []
-        train_stage.fit(model, train, images, labels, on_epoch=lambda row, s: timings.append(s))
+        engine.fit(model, train, images, labels, on_epoch=lambda row, s: timings.append(s))
         seconds, images = timings[-1], len(labels)
     test_images = mnist.normalize(dataset["test_images"]).to(device)
     accuracy = engine.evaluate(model, test_images, dataset["test_labels"].to(device), 1000).accuracy

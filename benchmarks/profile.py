@@ -12,7 +12,7 @@ import sys
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from stages import engine, models
+from mnistcnn import engine, models
 
 STEPS = 20
 

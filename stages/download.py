@@ -1,97 +1,23 @@
 """download stage: fetch the four MNIST files, verify them, decode them once into tensors.
 
-Each file is tried at every source in turn: the folder or URL in $MNIST_MIRROR
-first, then the mirrors in params.yaml. A file counts only if the SHA-256 of its
-decompressed content matches params.yaml. Outputs appear only when all is well.
+The sources and the checks are mnistcnn.mirrors'; this stage writes the raw
+files, the decoded tensors and their provenance, all or none, and logs the
+provenance to MLflow.
 """
 
 from __future__ import annotations
 
 import os
-import sys
-import urllib.error
-import urllib.request
-from pathlib import Path
 
-from stages import cli, mnist, params as params_module, tracking
-from stages.files import DataError, atomic_dir, save_torch, write_json
-from stages.params import DataFile, Params
-
-MIRROR_ENV = "MNIST_MIRROR"
-
-
-class DownloadError(DataError):
-    """No source gave a valid copy of a file."""
-
-
-def sources(mirrors: tuple[str, ...], env: dict[str, str]) -> list[str]:
-    """The sources to try, in order: $MNIST_MIRROR (if set) first, then params' mirrors."""
-    override = env.get(MIRROR_ENV, "").strip()
-    return ([override] if override else []) + [m for m in mirrors if m != override]
-
-
-def fetch(source: str, name: str, timeout: float) -> bytes:
-    """The bytes of `name` at `source`, a URL (http, https, file) or a local folder."""
-    if "://" not in source:
-        return (Path(source) / name).read_bytes()
-    url = source.rstrip("/") + "/" + name
-    request = urllib.request.Request(url, headers={"User-Agent": "mnist-compact-cnn"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return response.read()
-
-
-def _reason(err: Exception) -> str:
-    if isinstance(err, urllib.error.HTTPError):
-        return f"HTTP {err.code} {err.reason}"
-    if isinstance(err, urllib.error.URLError):
-        return f"unreachable ({err.reason})"
-    if isinstance(err, FileNotFoundError):
-        return "file not found"
-    return str(err) or type(err).__name__
-
-
-def fetch_verified(file: DataFile, candidates: list[str], timeout: float) -> tuple[bytes, bytes, str]:
-    """(gz bytes, decompressed content, source) from the first source whose content matches."""
-    failures = []
-    for source in candidates:
-        try:
-            raw = fetch(source, file.name, timeout)
-            content = mnist.decompress(raw, file.name)
-            digest = mnist.content_sha256(content)
-            if digest != file.sha256:
-                raise DataError(f"content sha256 {digest[:12]}..., expected {file.sha256[:12]}...")
-            return raw, content, source
-        except (OSError, DataError) as err:  # URLError and timeouts are OSErrors
-            failures.append(f"  {source}: {_reason(err)}")
-    raise DownloadError(f"{file.name}: no source gave a valid copy; tried\n" + "\n".join(failures))
-
-
-def download(params: Params, env: dict[str, str], raw_dir: Path) -> tuple[dict, dict]:
-    """Fetch, verify and decode every file into `raw_dir`; returns (tensors, provenance)."""
-    candidates = sources(params.download.mirrors, env)
-    decoded, files = {}, {}
-    for key, file in params.download.files.items():
-        raw, content, source = fetch_verified(file, candidates, params.download.timeout)
-        (raw_dir / file.name).write_bytes(raw)
-        decoded[key] = mnist.decode_idx(content, key.split("_")[1], file.name)
-        files[key] = {"name": file.name, "source": source, "sha256": file.sha256, "count": len(decoded[key])}
-        print(f"download: {file.name} ({len(raw):,} bytes) from {source}, verified", file=sys.stderr)
-    dataset = mnist.assemble(decoded)
-    provenance = {
-        "digest": mnist.content_sha256("".join(f["sha256"] for f in files.values()).encode()),
-        "sources": sorted({f["source"] for f in files.values()}),
-        "train_samples": len(dataset["train_labels"]),
-        "test_samples": len(dataset["test_labels"]),
-        "files": files,
-    }
-    return dataset, provenance
+from mnistcnn import cli, config, mirrors, tracking
+from mnistcnn.outputs import atomic_dir, save_torch, write_json
 
 
 def main() -> None:
-    params = params_module.load()
+    params = config.load()
     paths = params.paths
     with atomic_dir(paths.raw) as staging:
-        dataset, provenance = download(params, dict(os.environ), staging)
+        dataset, provenance = mirrors.download(params, dict(os.environ), staging)
         with tracking.run(params.tracking.experiment + "-data", run_name="download", stage="download"):
             tracking.log_provenance(provenance)
         save_torch(dataset, paths.dataset)

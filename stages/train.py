@@ -7,41 +7,13 @@ the final epoch's train metrics, and the per-epoch history.
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import sys
-import time
 
-import torch
-from tqdm import tqdm
-
-from stages import cli, engine, mnist, models, params as params_module, reproducible, tracking
-from stages.files import atomic_outputs, read_json, save_torch, write_json
-from stages.params import PathsParams, TrainParams
+from mnistcnn import cli, config, engine, mnist, models, reproducible, tracking
+from mnistcnn.outputs import atomic_outputs, read_json, save_torch, write_json
+from mnistcnn.schema import PathsParams
 
 EXAMPLE_IMAGES = 4  # in the MLflow model's input example
-
-
-def fit(model, train: TrainParams, images, labels, on_epoch) -> list[dict]:
-    """Train `model` in place for `train.epochs` epochs; returns the per-epoch history."""
-    optimizer = engine.make_optimizer(train.optimizer, model.parameters(), train.lr, train.weight_decay)
-    steps = train.epochs * math.ceil(len(labels) / train.batch_size)
-    scheduler = engine.make_scheduler(train.schedule, optimizer, steps, train.warmup)
-    generator = torch.Generator().manual_seed(train.seed)  # data order and augmentation: the seed only
-    augment = train.augment
-    transform = (lambda x: engine.augment(x, generator, augment.rotate, augment.translate)) if augment.active else None
-    history = []
-    for epoch in range(1, train.epochs + 1):
-        start = time.perf_counter()
-        with tqdm(total=len(labels), desc=f"epoch {epoch}/{train.epochs}", unit="img", disable=None,
-                  file=sys.stderr, leave=False) as bar:
-            stats = engine.train_epoch(model, optimizer, images, labels, train.batch_size, generator, bar.update,
-                                       scheduler=scheduler, transform=transform,
-                                       label_smoothing=train.label_smoothing)
-        row = {"epoch": epoch, "loss": stats.loss, "accuracy": stats.accuracy}
-        history.append(row)  # no timings here: the history is a reproducible DVC output
-        on_epoch(row, time.perf_counter() - start)
-    return history
 
 
 def write_outputs(paths: PathsParams, model, card: dict, history: list[dict]) -> None:
@@ -56,7 +28,7 @@ def write_outputs(paths: PathsParams, model, card: dict, history: list[dict]) ->
 
 
 def main() -> None:
-    params = params_module.load()
+    params = config.load()
     train, paths = params.train, params.paths
     dataset = mnist.load_dataset(paths.dataset)
     provenance = read_json(paths.provenance, produced_by="download")
@@ -77,13 +49,13 @@ def main() -> None:
 
     run_name = f"{train.model}-e{train.epochs}-s{train.seed}"
     with tracking.run(params.tracking.experiment, stage="train", run_name=run_name) as run_id:
-        tracking.log_params({**dataclasses.asdict(train), "dropout": dropout, "param_count": n_params})
+        tracking.log_params({**config.as_dict(train), "dropout": dropout, "param_count": n_params})
         tracking.set_tags({**reproducible.environment(device, images), "model": train.model,
-                           "params.digest": params_module.digest(train), "dataset.digest": provenance["digest"]})
+                           "params.digest": config.digest(train), "dataset.digest": provenance["digest"]})
         tracking.log_dataset_input(provenance, context="training")
         print(f"train: {train.model} ({n_params:,} parameters) on {device}, "
               f"{len(labels):,} images, {train.epochs} epoch(s)", file=sys.stderr)
-        history = fit(model, train, images, labels, on_epoch)
+        history = engine.fit(model, train, images, labels, on_epoch)
         example = mnist.normalize(dataset["test_images"][:EXAMPLE_IMAGES])
         model_uri = tracking.log_model(model, example)
 

@@ -108,12 +108,19 @@ def git_commit(repo: Path, message: str) -> str:
     return sh("git", "rev-parse", "HEAD", cwd=repo).strip()
 
 
+def copy_code(repo: Path) -> None:
+    """The project's code, and the lock file the pipeline depends on, into `repo`."""
+    for package in ("stages", "mnistcnn"):
+        shutil.copytree(ROOT / package, repo / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "requirements.lock", repo / "requirements.lock")
+
+
 def make_repo(tmp: Path) -> tuple[Path, dict[str, str]]:
     """A committed repository holding this project's code, with params and $MNIST_MIRROR pointing
     at a synthetic mirror; returns it and the environment to run `dvc` in."""
     repo = tmp / "repo"
     init_repo(repo)
-    shutil.copytree(ROOT / "stages", repo / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    copy_code(repo)
     shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
     (repo / "mlruns").mkdir()
     shutil.copy(ROOT / "mlruns/.gitignore", repo / "mlruns/.gitignore")

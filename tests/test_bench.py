@@ -9,7 +9,7 @@ import time
 import torch
 
 from benchmarks import loops, pipeline
-from stages import mnist, models
+from mnistcnn import mnist, models
 from tests.conftest import FILE_NAMES, ROOT, write_mnist
 
 

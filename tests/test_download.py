@@ -9,7 +9,8 @@ import pytest
 import torch
 import yaml
 
-from stages import cli, download, mnist, params
+from mnistcnn import cli, config, mirrors as download, mnist
+from stages import download as download_stage
 from tests.conftest import FILE_NAMES, params_for, synthetic_split
 
 
@@ -33,7 +34,7 @@ def serve(tmp_path):
 
 
 def typed_params(digests, mirrors):
-    return params.parse(params_for(digests, mirrors))
+    return config.parse(params_for(digests, mirrors))
 
 
 def test_mirror_env_goes_first_and_is_not_tried_twice():
@@ -82,7 +83,7 @@ def test_all_mirrors_failing_names_each_mirror_and_why(mnist_dir, serve, tmp_pat
     http_mirror = serve(empty)
     closed = "http://127.0.0.1:9/"  # the discard port: nothing listens there
     with pytest.raises(download.DownloadError) as err:
-        download.fetch_verified(typed_params(digests, [http_mirror]).download.files["train_images"],
+        download.fetch_verified(typed_params(digests, [http_mirror]).download.files.train_images,
                                 [str(empty), http_mirror, closed], timeout=5)
     message = str(err.value)
     assert f"{empty}: file not found" in message
@@ -107,7 +108,7 @@ def test_stage_fails_cleanly_and_leaves_no_output_when_every_mirror_fails(mnist_
     repo.mkdir()
     (repo / "params.yaml").write_text(yaml.safe_dump(params_for(digests, ["http://127.0.0.1:9/"])))
     (folder / FILE_NAMES["test_images"]).write_bytes(b"corrupt")
-    code = run_stage(download, repo, monkeypatch, env={"MNIST_MIRROR": str(folder)})
+    code = run_stage(download_stage, repo, monkeypatch, env={"MNIST_MIRROR": str(folder)})
     assert code == 1
     assert "t10k-images-idx3-ubyte.gz: no source gave a valid copy" in capsys.readouterr().err
     assert not (repo / "data").exists() or not any((repo / "data").iterdir())
@@ -118,7 +119,7 @@ def test_stage_writes_its_outputs_from_the_mirror_env(mnist_dir, tmp_path, monke
     repo = tmp_path / "repo"
     repo.mkdir()
     (repo / "params.yaml").write_text(yaml.safe_dump(params_for(digests, ["http://127.0.0.1:9/"])))
-    assert run_stage(download, repo, monkeypatch, env={"MNIST_MIRROR": str(folder)}) == 0
+    assert run_stage(download_stage, repo, monkeypatch, env={"MNIST_MIRROR": str(folder)}) == 0
     dataset = mnist.load_dataset(repo / "data/mnist.pt")
     images, labels = synthetic_split(200, seed=2)  # how conftest made the test split
     assert torch.equal(dataset["test_images"], images) and torch.equal(dataset["test_labels"], labels.long())
@@ -132,6 +133,6 @@ def test_bad_params_stop_the_stage_before_any_download(tmp_path, monkeypatch, ca
     repo.mkdir()
     bad = params_for(digests, [str(folder)], lr=-1)
     (repo / "params.yaml").write_text(yaml.safe_dump(bad))
-    assert run_stage(download, repo, monkeypatch) == 1
+    assert run_stage(download_stage, repo, monkeypatch) == 1
     assert "params.yaml: train.lr = -1: must be a positive number" in capsys.readouterr().err
     assert not (repo / "data").exists()

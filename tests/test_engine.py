@@ -2,8 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from stages import engine, mnist, models
-from stages.params import OPTIMIZERS
+from mnistcnn import engine, mnist, models
 from tests.conftest import synthetic_split
 
 
@@ -92,7 +91,7 @@ def test_evaluate_matches_hand_computed_metrics():
     assert per_class[3] == 1.0 and per_class[0] == 0.0 and per_class[2] is None
 
 
-@pytest.mark.parametrize("name", OPTIMIZERS)
+@pytest.mark.parametrize("name", engine.OPTIMIZERS)
 def test_every_optimizer_params_allow_can_be_built(name):
     assert isinstance(engine.make_optimizer(name, [nn.Parameter(torch.zeros(1))], 0.1), torch.optim.Optimizer)
 

@@ -3,8 +3,8 @@ import signal
 
 import pytest
 
-from stages import files
-from stages.files import atomic_outputs
+from mnistcnn import outputs as files
+from mnistcnn.outputs import atomic_outputs
 
 
 def names(folder):

@@ -12,24 +12,28 @@ import sys
 import pytest
 import yaml
 
-from stages import cli, gate
-from tests.conftest import ROOT, git_commit, init_repo, sh, tool_env
+from mnistcnn import cli
+from stages import gate
+from tests.conftest import ROOT, copy_code, git_commit, init_repo, sh, tool_env
 
 FAKE_EVALUATE = """\
 import json, pathlib, yaml
-metrics = yaml.safe_load(open("params.yaml"))["fake"]
+metrics = yaml.safe_load(open("fake.yaml"))["fake"]
 pathlib.Path("metrics").mkdir(exist_ok=True)
 pathlib.Path("metrics/test.json").write_text(json.dumps(metrics, indent=2))
 """
 DVC_YAML = {"stages": {"evaluate": {
-    "cmd": "python fake_evaluate.py", "deps": ["fake_evaluate.py"], "params": ["fake"],
+    "cmd": "python fake_evaluate.py", "deps": ["fake_evaluate.py"], "params": [{"fake.yaml": ["fake"]}],
     "metrics": [{"metrics/test.json": {"cache": False}}]}}}
 
 
 def set_params(repo, section, **values):
-    params = yaml.safe_load((repo / "params.yaml").read_text())
+    """Change params.yaml's `gate:` section, or the fake stage's metrics (in fake.yaml: params.yaml
+    refuses sections it does not know)."""
+    path = repo / ("fake.yaml" if section == "fake" else "params.yaml")
+    params = yaml.safe_load(path.read_text())
     params[section].update(values)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def reproduce(repo, **fake):
@@ -41,10 +45,10 @@ def reproduce(repo, **fake):
 def template(tmp_path_factory):
     repo = tmp_path_factory.mktemp("gate") / "repo"
     init_repo(repo)
-    shutil.copytree(ROOT / "stages", repo / "stages", ignore=shutil.ignore_patterns("__pycache__"))
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["fake"] = {"accuracy": 0.9728, "loss": 0.1164, "params": 24394}
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    copy_code(repo)
+    shutil.copy(ROOT / "params.yaml", repo / "params.yaml")
+    fake = {"fake": {"accuracy": 0.9728, "loss": 0.1164, "params": 24394}}
+    (repo / "fake.yaml").write_text(yaml.safe_dump(fake, sort_keys=False))
     (repo / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML, sort_keys=False))
     (repo / "fake_evaluate.py").write_text(FAKE_EVALUATE)
     commits = {"A": git_commit(repo, "code, no metrics yet")}
@@ -147,7 +151,7 @@ def test_params_changed_but_not_reproduced_are_refused_as_stale(repo, capsys):
     code, out = run_gate(capsys)
     assert code == 1
     assert "the metrics are stale" in out and "Run `dvc repro`" in out
-    assert "- `evaluate`: changed deps params.yaml" in out
+    assert "- `evaluate`: changed deps fake.yaml" in out
     assert "| test accuracy |" not in out  # stale metrics are not judged at all
 
 

@@ -3,8 +3,8 @@ import gzip
 import pytest
 import torch
 
-from stages import mnist
-from stages.files import DataError, save_torch
+from mnistcnn import mnist
+from mnistcnn.outputs import DataError, save_torch
 from tests.conftest import FILE_NAMES, idx_bytes, synthetic_split
 
 
@@ -66,7 +66,7 @@ def test_normalize_standardises_and_adds_the_channel_axis():
 
 
 def test_file_names_are_the_ones_params_yaml_lists():
-    from stages import params
+    from mnistcnn import config
     from tests.conftest import ROOT
-    listed = params.load(ROOT / "params.yaml").download.files
+    listed = config.load(ROOT / "params.yaml").download.files
     assert {k: f.name for k, f in listed.items()} == FILE_NAMES

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from stages import models, params
+from mnistcnn import models
 
 
 @pytest.mark.parametrize("name, expected", [("cnn24k", 24_394), ("cnn9k", 8_890)])
@@ -18,10 +18,6 @@ def test_the_projects_own_models_stay_under_their_budgets(name, budget):
 def test_every_model_maps_a_batch_of_digits_to_ten_logits(name):
     model = models.build(name).eval()
     assert model(torch.zeros(3, 1, 28, 28)).shape == (3, models.NUM_CLASSES)
-
-
-def test_params_allow_exactly_the_registered_models():
-    assert set(params.MODELS) == set(models.REGISTRY)
 
 
 def test_dropout_null_means_the_reference_value_and_a_number_overrides_it():

@@ -3,17 +3,17 @@ import copy
 import pytest
 import yaml
 
-from stages import params
+from mnistcnn import config, schema
 from tests.conftest import ROOT
 
 VALID = yaml.safe_load((ROOT / "params.yaml").read_text())
 
 
 def test_the_committed_params_file_is_valid():
-    loaded = params.load(ROOT / "params.yaml")
-    assert loaded.train.model in params.MODELS
-    assert set(loaded.download.files) == set(params.DATA_FILES)
-    assert loaded.gate == params.GateParams(min_accuracy=0.95, max_params=25_000, max_accuracy_drop=0.3)
+    loaded = config.load(ROOT / "params.yaml")
+    assert loaded.train.model in schema.MODELS
+    assert {key for key, _ in loaded.download.files.items()} == {'train_images', 'train_labels', 'test_images', 'test_labels'}
+    assert loaded.gate == schema.GateParams(min_accuracy=0.95, max_params=25_000, max_accuracy_drop=0.3)
 
 
 def test_no_stage_depends_on_the_gate_thresholds():
@@ -61,46 +61,46 @@ def test_no_stage_depends_on_the_gate_thresholds():
 def test_a_bad_value_names_the_key_the_value_and_what_is_allowed(section, key, value, message):
     raw = copy.deepcopy(VALID)
     raw[section][key] = value
-    with pytest.raises(params.ParamsError) as err:
-        params.parse(raw)
+    with pytest.raises(config.ParamsError) as err:
+        config.parse(raw)
     assert message in str(err.value)
 
 
 def test_a_bad_augmentation_names_its_nested_key():
     raw = copy.deepcopy(VALID)
     raw["train"]["augment"]["rotate"] = 360
-    with pytest.raises(params.ParamsError, match=r"train\.augment\.rotate = 360: must be a number in \[0, 180\)"):
-        params.parse(raw)
+    with pytest.raises(config.ParamsError, match=r"train\.augment\.rotate = 360: must be a number in \[0, 180\)"):
+        config.parse(raw)
 
 
 def test_a_missing_key_is_named():
     raw = copy.deepcopy(VALID)
     del raw["train"]["seed"]
-    with pytest.raises(params.ParamsError, match=r"^train\.seed: missing$"):
-        params.parse(raw)
+    with pytest.raises(config.ParamsError, match=r"^train\.seed: missing$"):
+        config.parse(raw)
 
 
 def test_a_malformed_checksum_is_named():
     raw = copy.deepcopy(VALID)
     raw["download"]["files"]["test_labels"]["sha256"] = "abc"
-    with pytest.raises(params.ParamsError, match=r"download\.files\.test_labels\.sha256 = 'abc'"):
-        params.parse(raw)
+    with pytest.raises(config.ParamsError, match=r"download\.files\.test_labels\.sha256 = 'abc'"):
+        config.parse(raw)
 
 
 def test_a_section_that_is_not_a_mapping_is_named():
     raw = copy.deepcopy(VALID)
     raw["train"] = ["cnn24k"]
-    with pytest.raises(params.ParamsError, match="^train: expected a mapping"):
-        params.parse(raw)
+    with pytest.raises(config.ParamsError, match="^train: expected a mapping"):
+        config.parse(raw)
 
 
 def test_load_names_the_file_when_it_is_missing_or_not_yaml(tmp_path):
-    with pytest.raises(params.ParamsError, match="nothing.yaml: not found"):
-        params.load(tmp_path / "nothing.yaml")
+    with pytest.raises(config.ParamsError, match="nothing.yaml: not found"):
+        config.load(tmp_path / "nothing.yaml")
     broken = tmp_path / "params.yaml"
     broken.write_text("train: [unclosed\n")
-    with pytest.raises(params.ParamsError, match="params.yaml: not valid YAML"):
-        params.load(broken)
+    with pytest.raises(config.ParamsError, match="params.yaml: not valid YAML"):
+        config.load(broken)
 
 
 def test_load_prefixes_validation_errors_with_the_file(tmp_path):
@@ -108,5 +108,54 @@ def test_load_prefixes_validation_errors_with_the_file(tmp_path):
     raw["train"]["lr"] = -1
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
-    with pytest.raises(params.ParamsError, match=r"params\.yaml: train\.lr = -1"):
-        params.load(path)
+    with pytest.raises(config.ParamsError, match=r"params\.yaml: train\.lr = -1"):
+        config.load(path)
+
+
+@pytest.mark.parametrize("path, message", [
+    (("train", "lrr"), "train.lrr: unknown key; allowed: model, optimizer, lr, schedule"),
+    (("trian",), "trian: unknown key; allowed: paths, download, train, evaluate, tracking, gate"),
+    (("train", "augment", "rotation"), "train.augment.rotation: unknown key; allowed: rotate, translate"),
+    (("download", "files", "extra_images"), "download.files.extra_images: unknown key"),
+])
+def test_an_unknown_key_is_refused_not_ignored(path, message):
+    """A typo must not pass for a change the user believes took effect."""
+    raw = copy.deepcopy(VALID)
+    section = raw
+    for key in path[:-1]:
+        section = section[key]
+    section[path[-1]] = 0.1
+    with pytest.raises(config.ParamsError) as err:
+        config.parse(raw)
+    assert message in str(err.value)
+
+
+def test_every_bad_value_is_named_at_once():
+    raw = copy.deepcopy(VALID)
+    raw["train"].update(lr=-1, epochs=0)
+    with pytest.raises(config.ParamsError) as err:
+        config.parse(raw)
+    assert "train.lr = -1: must be a positive number" in str(err.value)
+    assert "train.epochs = 0: must be an integer >= 1" in str(err.value)
+
+
+def test_the_choices_offered_are_the_registries():
+    """A model, optimiser or schedule added to its registry is accepted with no other change."""
+    from mnistcnn import engine, models
+    for key, registry in (("model", models.REGISTRY), ("optimizer", engine.OPTIMIZERS),
+                          ("schedule", engine.SCHEDULES)):
+        raw = copy.deepcopy(VALID)
+        raw["train"][key] = "none-such"
+        with pytest.raises(config.ParamsError) as err:
+            config.parse(raw)
+        assert f"must be one of {', '.join(registry)}" in str(err.value)
+        for name in registry:
+            raw["train"][key] = name
+            assert getattr(config.parse(raw).train, key) == name
+
+
+def test_merge_sets_nested_keys_one_by_one_as_dvc_exp_run_does():
+    base = {"train": {"lr": 0.1, "augment": {"rotate": 0, "translate": 0.1}}, "gate": {"max_params": 1}}
+    merged = config.merge(base, {"train": {"augment": {"rotate": 5}}})
+    assert merged == {"train": {"lr": 0.1, "augment": {"rotate": 5, "translate": 0.1}}, "gate": {"max_params": 1}}
+    assert base["train"]["augment"]["rotate"] == 0  # the base is left as it was

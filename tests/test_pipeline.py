@@ -7,7 +7,7 @@ import textwrap
 import pytest
 import yaml
 
-from stages import params as params_module
+from mnistcnn import config
 from tests.conftest import make_repo, sh, stored_runs
 
 
@@ -47,7 +47,7 @@ def test_one_mlflow_run_holds_params_curves_metrics_dataset_and_model(repo):
     metrics = json.loads((repo / "metrics/test.json").read_text())
     check = textwrap.dedent(f"""
         import json, mlflow, torch
-        from stages import mnist
+        from mnistcnn import mnist
         run = mlflow.get_run({card['mlflow_run_id']!r})
         client = mlflow.MlflowClient()
         model = mlflow.pyfunc.load_model({card['mlflow_model_uri']!r})
@@ -72,8 +72,8 @@ def test_one_mlflow_run_holds_params_curves_metrics_dataset_and_model(repo):
     tags = found["tags"]
     assert tags["git.commit"] == sh("git", "rev-parse", "HEAD", cwd=repo).strip()
     assert tags["git.dirty"] == "false" and "dvc.exp_name" not in tags  # a plain `dvc repro`
-    train = params_module.load(repo / "params.yaml").train
-    assert tags["params.digest"] == params_module.digest(train)
+    train = config.load(repo / "params.yaml").train
+    assert tags["params.digest"] == config.digest(train)
     assert tags["dataset.digest"] == json.loads((repo / "data/provenance.json").read_text())["digest"]
     assert tags["env.threads"].isdigit() and tags["env.deterministic"] == "true"
     assert tags["env.memory_format"] == "contiguous" and tags["env.device"] == "cpu"

@@ -1,16 +1,14 @@
 """Same params, seed, machine and thread count: the same weights file, byte for byte."""
 
-import dataclasses
-
 import pytest
 import torch
 
-from stages import mnist, models, params, reproducible, train
-from stages.files import save_torch
+from mnistcnn import config, engine, mnist, models, reproducible
+from mnistcnn.outputs import save_torch
 from tests.conftest import ROOT, synthetic_split
 
-TRAIN = dataclasses.replace(params.load(ROOT / "params.yaml").train, model="cnn9k", batch_size=32, lr=0.01,
-                            epochs=2, device="cpu", threads=1)
+TRAIN = config.load(ROOT / "params.yaml").train.model_copy(update=dict(model="cnn9k", batch_size=32, lr=0.01,
+                                                                   epochs=2, device="cpu", threads=1))
 
 
 def weights_file(tmp_path, train_params, name) -> bytes:
@@ -19,7 +17,7 @@ def weights_file(tmp_path, train_params, name) -> bytes:
     reproducible.seed_everything(train_params.seed)
     images, labels = synthetic_split(96, seed=1)
     model = models.build(train_params.model, train_params.dropout)
-    train.fit(model, train_params, mnist.normalize(images), labels.long(), on_epoch=lambda row, seconds: None)
+    engine.fit(model, train_params, mnist.normalize(images), labels.long(), on_epoch=lambda row, seconds: None)
     save_torch(model.state_dict(), tmp_path / name)
     return (tmp_path / name).read_bytes()
 
@@ -35,7 +33,7 @@ def restore_torch_settings():
 def test_the_same_params_give_the_same_weights_file_and_another_seed_does_not(tmp_path):
     first = weights_file(tmp_path, TRAIN, "first.pt")
     assert weights_file(tmp_path, TRAIN, "again.pt") == first
-    assert weights_file(tmp_path, dataclasses.replace(TRAIN, seed=TRAIN.seed + 1), "other.pt") != first
+    assert weights_file(tmp_path, TRAIN.model_copy(update={"seed": TRAIN.seed + 1}), "other.pt") != first
 
 
 def test_configure_sets_the_thread_count_params_name_and_zero_keeps_the_default():
@@ -57,11 +55,11 @@ def test_the_environment_names_what_a_result_depends_on():
 
 
 def test_the_params_digest_changes_with_any_value_and_only_then():
-    assert params.digest(TRAIN) == params.digest(dataclasses.replace(TRAIN))
-    assert len(params.digest(TRAIN)) == 64
+    assert config.digest(TRAIN) == config.digest(TRAIN.model_copy())
+    assert len(config.digest(TRAIN)) == 64
     for change in ({"seed": 1}, {"threads": 2}, {"dropout": 0.3}, {"lr": 0.02}):
-        assert params.digest(dataclasses.replace(TRAIN, **change)) != params.digest(TRAIN)
-    assert params.digest({"b": 1, "a": [1, None]}) == params.digest({"a": [1, None], "b": 1})
+        assert config.digest(TRAIN.model_copy(update=change)) != config.digest(TRAIN)
+    assert config.digest({"b": 1, "a": [1, None]}) == config.digest({"a": [1, None], "b": 1})
 
 
 def test_configure_flushes_denormals_the_slow_path_of_cpu_arithmetic():

@@ -10,7 +10,7 @@ import time
 import pytest
 import yaml
 
-from stages import tracking
+from mnistcnn import tracking
 from tests.conftest import ROOT, params_for, sh, tool_env, stored_runs, write_mnist
 
 OUTPUTS = ("models/model.pt", "models/model.json", "metrics/train.json", "metrics/train_history.json")
@@ -46,7 +46,7 @@ def leftovers(folder):
 
 def test_a_stage_that_raises_leaves_its_run_failed_and_writes_nothing(workdir, tmp_path):
     folder = fresh_copy(workdir, tmp_path)
-    crash = ("from stages import cli, engine, train\n"
+    crash = ("from mnistcnn import cli, engine\nfrom stages import train\n"
              "def fail(*args, **kwargs): raise RuntimeError('boom')\n"
              "engine.train_epoch = fail\n"
              "cli.run(train.main)\n")
@@ -108,7 +108,7 @@ def test_identity_tags_name_the_experiment_and_its_baseline_under_dvc_exp():
 
 def test_stages_starting_together_on_a_new_store_all_get_their_run(tmp_path):
     """MLflow creates a new store's tables without a lock; without ours, two of three fail."""
-    start = ("import sys\nfrom stages import tracking\n"
+    start = ("import sys\nfrom mnistcnn import tracking\n"
              "with tracking.run('together', stage='test', run_name=sys.argv[1]):\n    pass\n")
     processes = [subprocess.Popen([sys.executable, "-c", start, str(n)], env=env_for(tmp_path), cwd=tmp_path,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for n in range(3)]

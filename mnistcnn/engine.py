@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import math
 import platform
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+from tqdm import tqdm
 
-from stages.models import NUM_CLASSES
+from mnistcnn.models import NUM_CLASSES
+
+if TYPE_CHECKING:  # the schema takes its choices from the registries below
+    from mnistcnn.schema import TrainParams
 
 
 @dataclass(frozen=True)
@@ -56,27 +62,34 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {  # name -> (params, lr, weight_decay)
+    "adam": lambda params, lr, wd: torch.optim.Adam(params, lr=lr, weight_decay=wd),
+    "adamw": lambda params, lr, wd: torch.optim.AdamW(params, lr=lr, weight_decay=wd),
+    "sgd": lambda params, lr, wd: torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=wd),
+}
+
+
+def _onecycle(optimizer: torch.optim.Optimizer, total_steps: int, warmup: float):
+    max_lr = optimizer.param_groups[0]["lr"]
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr, total_steps=total_steps, pct_start=warmup)
+
+
+# `constant` keeps the optimiser's rate; `onecycle` warms up to it over the first `warmup`
+# fraction of the steps, then anneals to almost zero by the last step.
+SCHEDULES: dict[str, Callable] = {  # name -> (optimizer, total_steps, warmup) -> scheduler or None
+    "constant": lambda optimizer, total_steps, warmup: None,
+    "onecycle": _onecycle,
+}
+
+
 def make_optimizer(name: str, params, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
-    """The optimisers params.yaml may name (see stages.params.OPTIMIZERS)."""
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
-    raise ValueError(f"unknown optimizer {name!r}")
+    """The optimiser params.yaml names (`train.optimizer`, one of OPTIMIZERS)."""
+    return OPTIMIZERS[name](params, lr, weight_decay)
 
 
 def make_scheduler(name: str, optimizer: torch.optim.Optimizer, total_steps: int, warmup: float):
-    """The learning-rate schedules params.yaml may name (see stages.params.SCHEDULES):
-    `constant` keeps the optimiser's rate; `onecycle` warms up to it over the first
-    `warmup` fraction of the steps, then anneals to almost zero by the last step."""
-    if name == "constant":
-        return None
-    if name == "onecycle":
-        max_lr = optimizer.param_groups[0]["lr"]
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr, total_steps=total_steps, pct_start=warmup)
-    raise ValueError(f"unknown schedule {name!r}")
+    """The learning-rate schedule params.yaml names (`train.schedule`, one of SCHEDULES); None: constant."""
+    return SCHEDULES[name](optimizer, total_steps, warmup)
 
 
 def batches(n: int, batch_size: int, generator: torch.Generator | None) -> Iterator[torch.Tensor]:
@@ -131,6 +144,29 @@ def train_epoch(
         on_batch(len(y))
     n = len(labels)
     return EpochStats(loss=loss_sum.item() / n, accuracy=correct.item() / n)
+
+
+def fit(model: nn.Module, train: TrainParams, images: torch.Tensor, labels: torch.Tensor,
+        on_epoch: Callable[[dict, float], None]) -> list[dict]:
+    """Train `model` in place for `train.epochs` epochs as params.yaml's train section says, with a
+    progress bar on a terminal; calls `on_epoch(row, seconds)` after each; returns the per-epoch history."""
+    optimizer = make_optimizer(train.optimizer, model.parameters(), train.lr, train.weight_decay)
+    steps = train.epochs * math.ceil(len(labels) / train.batch_size)
+    scheduler = make_scheduler(train.schedule, optimizer, steps, train.warmup)
+    generator = torch.Generator().manual_seed(train.seed)  # data order and augmentation: the seed only
+    shift = train.augment
+    transform = (lambda x: augment(x, generator, shift.rotate, shift.translate)) if shift.active else None
+    history = []
+    for epoch in range(1, train.epochs + 1):
+        start = time.perf_counter()
+        with tqdm(total=len(labels), desc=f"epoch {epoch}/{train.epochs}", unit="img", disable=None,
+                  file=sys.stderr, leave=False) as bar:
+            stats = train_epoch(model, optimizer, images, labels, train.batch_size, generator, bar.update,
+                                scheduler=scheduler, transform=transform, label_smoothing=train.label_smoothing)
+        row = {"epoch": epoch, "loss": stats.loss, "accuracy": stats.accuracy}
+        history.append(row)  # no timings here: the history is a reproducible DVC output
+        on_epoch(row, time.perf_counter() - start)
+    return history
 
 
 @torch.no_grad()

@@ -1,6 +1,6 @@
 """The merge gate's judgement, pure: metrics and thresholds in, check rows and a verdict out.
 
-No git, no DVC, no files: stages.gate gathers the inputs and writes the report,
+No git, no DVC, no files: mnistcnn.baseline gathers the inputs and stages.gate writes the report,
 so every rule here is unit-tested on plain dicts. Exit codes: 0 every check
 passed, 1 a check failed, 2 the gate cannot judge (it fails closed).
 """
@@ -8,10 +8,10 @@ passed, 1 a check failed, 2 the gate cannot judge (it fails closed).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
-from stages.params import GateParams
+from mnistcnn.schema import GateParams
 
 PASS, FAIL, CANNOT_JUDGE = 0, 1, 2
 TITLES = {PASS: "PASS", FAIL: "FAIL", CANNOT_JUDGE: "CANNOT JUDGE"}
@@ -144,7 +144,7 @@ def threshold_changes(current: GateParams, baseline: Any) -> list[str]:
     """A change can loosen its own thresholds: say so where they differ from the baseline's."""
     if not isinstance(baseline, dict):
         return ["The baseline has no `gate:` section: thresholds are this change's own."]
-    now = asdict(current)
+    now = current.model_dump()
     changed = [f"`{key}` {baseline.get(key, 'unset')} → {value}" for key, value in now.items()
                if baseline.get(key) != value]
     return [f"**Thresholds differ from the baseline's**: {', '.join(changed)}."] if changed else []

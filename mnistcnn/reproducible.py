@@ -14,7 +14,7 @@ import random
 import numpy as np
 import torch
 
-from stages import engine
+from mnistcnn import engine
 
 
 def configure(threads: int) -> int:

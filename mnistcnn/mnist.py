@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
-from stages.files import DataError, missing_output
+from mnistcnn.outputs import DataError, missing_output
 
 # The statistics of the MNIST training images, as the reference scripts used them.
 MEAN, STD = 0.1307, 0.3081

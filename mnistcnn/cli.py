@@ -6,8 +6,8 @@ import signal
 import sys
 from typing import Callable, NoReturn
 
-from stages.files import DataError
-from stages.params import ParamsError
+from mnistcnn.outputs import DataError
+from mnistcnn.config import ParamsError
 
 # Problems of input the user can fix; anything else is a bug and keeps its traceback.
 USER_ERRORS = (ParamsError, DataError)

@@ -25,7 +25,7 @@ from mlflow.data.dataset_source_registry import resolve_dataset_source  # noqa: 
 from mlflow.data.meta_dataset import MetaDataset  # noqa: E402
 from mlflow.models import infer_signature  # noqa: E402
 
-from stages.params import flatten  # noqa: E402
+from mnistcnn.config import flatten  # noqa: E402
 
 CODE_ROOT = Path(__file__).resolve().parents[1]  # the checkout running: under `dvc exp --temp`, a copy
 

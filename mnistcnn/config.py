@@ -1,0 +1,125 @@
+"""Read params.yaml, the one source of every tunable value, through the schema.
+
+Every stage calls `load()` before doing any work, so a bad value fails at once
+with a message naming the key, the value and what is allowed, and the stage
+writes nothing. Also the helpers that treat params as plain data: merge as
+`dvc exp run -S` does, flatten to dotted keys, digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from mnistcnn.schema import Params, TrainParams
+
+
+class ParamsError(ValueError):
+    """A value in params.yaml that the project cannot use."""
+
+
+def _field(model: type[BaseModel], loc: tuple) -> tuple[type[BaseModel], Any]:
+    """The model holding the last named key of `loc`, and that key's field (None past the schema)."""
+    field = None
+    for key in loc:
+        if isinstance(key, int) or field is not None and not _is_model(field.annotation):
+            continue  # an item of a list: its description is the list's
+        if field is not None:
+            model = field.annotation
+        field = model.model_fields.get(key)
+        if field is None:
+            break
+    return model, field
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _message(error: dict, model: type[BaseModel], prefix: str) -> str:
+    """One pydantic error in this project's words: `key = value: must be what is allowed`."""
+    loc = tuple(error["loc"])
+    key = prefix + "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in loc).lstrip(".")
+    key = key.replace("..", ".")
+    parent, field = _field(model, loc)
+    if error["type"] == "missing":
+        return f"{key}: missing"
+    if error["type"] == "extra_forbidden":
+        return f"{key}: unknown key; allowed: {', '.join(parent.model_fields)}"
+    if error["type"] == "model_type":
+        return f"{key}: expected a mapping of keys, got {error['input']!r}"
+    allowed = field.description if field is not None and field.description else error["msg"]
+    return f"{key} = {error['input']!r}: must be {allowed}"
+
+
+def _validate(model: type[BaseModel], raw: Any, prefix: str = "") -> Any:
+    try:
+        return model.model_validate(raw)
+    except ValidationError as err:
+        raise ParamsError("; ".join(_message(e, model, prefix) for e in err.errors())) from None
+
+
+def parse(raw: Any) -> Params:
+    """Validate the parsed YAML document and return typed params."""
+    return _validate(Params, raw)
+
+
+def parse_train(raw: Any) -> TrainParams:
+    """Validate a `train` section on its own (a recipe, a benchmark configuration)."""
+    return _validate(TrainParams, raw, prefix="train.")
+
+
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file's content; a ParamsError naming the file when it is missing or not YAML."""
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: not found (run from the repository root)") from None
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML: {err}") from None
+
+
+def load(path: str | Path = "params.yaml") -> Params:
+    """Read and validate a params file; every problem is a ParamsError naming the file."""
+    try:
+        return parse(read_yaml(path))
+    except ParamsError as err:
+        raise ParamsError(f"{path}: {err}" if not str(err).startswith(str(path)) else str(err)) from None
+
+
+def merge(base: dict, changes: dict) -> dict:
+    """`changes` over `base` key by key at every depth, as `dvc exp run -S` sets them."""
+    merged = dict(base)
+    for key, value in changes.items():
+        nested = isinstance(value, dict) and isinstance(base.get(key), dict)
+        merged[key] = merge(base[key], value) if nested else value
+    return merged
+
+
+def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested keys as dotted names, the way `dvc exp run -S` and MLflow see them: train.augment.rotate."""
+    flat = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def as_dict(section: BaseModel) -> dict[str, Any]:
+    """A section as plain data (nested sections as dicts), e.g. to log it."""
+    return section.model_dump()
+
+
+def digest(section: Any) -> str:
+    """sha256 of a params section (or plain data) as canonical JSON: equal params, equal digest."""
+    data = section.model_dump() if isinstance(section, BaseModel) else section
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()

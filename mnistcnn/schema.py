@@ -1,0 +1,146 @@
+"""The parameter schema: every section of params.yaml declared as a pydantic model.
+
+Each field's description says what is allowed; mnistcnn.config turns a failed
+validation into `key = value: must be <description>`. Unknown keys are refused,
+so a typo never passes for a change. Choices come from the registries they
+select from: models, optimisers, schedules.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from mnistcnn.engine import OPTIMIZERS, SCHEDULES
+from mnistcnn.models import REGISTRY
+
+MODELS = tuple(REGISTRY)
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+class _Section(BaseModel):
+    """A mapping of params.yaml: exactly these keys, values of exactly these types, read-only."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def _choice(names: tuple[str, ...]) -> Any:
+    return Annotated[Literal[names], Field(description="one of " + ", ".join(names))]
+
+
+def _number(low: float, high: float, open_low: bool = False, hint: str = "") -> Any:
+    """A finite number in [low, high), or (low, high) with `open_low`; `hint` says what it measures."""
+    interval = f"{'(' if open_low else '['}{low}, {high})"
+    bound = {"gt": low} if open_low else {"ge": low}
+    return Annotated[float, Field(**bound, lt=high, allow_inf_nan=False,
+                                  description=f"a number in {interval}" + (f" ({hint})" if hint else ""))]
+
+
+def _integer(minimum: int) -> Any:
+    return Annotated[int, Field(ge=minimum, description=f"an integer >= {minimum}")]
+
+
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False, description="a positive number")]
+Text = Annotated[str, Field(min_length=1, pattern=r"\S", description="a non-empty string")]
+
+
+def _non_empty_path(value: Any) -> Any:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("not a non-empty string")
+    return value
+
+
+FilePath = Annotated[Path, BeforeValidator(_non_empty_path),
+                     Field(strict=False, description="a non-empty string: a path relative to the repository")]
+
+
+class DataFile(_Section):
+    name: Text  # file name on a mirror, e.g. train-images-idx3-ubyte.gz
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$", description="64 hexadecimal digits")]
+
+
+class DataFiles(_Section):
+    train_images: DataFile
+    train_labels: DataFile
+    test_images: DataFile
+    test_labels: DataFile
+
+    def items(self):
+        """(key, DataFile) pairs, e.g. ("train_images", ...), in this order."""
+        return dict(self).items()
+
+
+class DownloadParams(_Section):
+    mirrors: Annotated[list[Text], Field(min_length=1, description="a non-empty list of URLs or folders")]
+    files: DataFiles  # sha256 of each file's decompressed content
+    timeout: Positive  # seconds per request
+
+
+class AugmentParams(_Section):
+    rotate: _number(0, 180)  # up to +- this many degrees, drawn per image
+    translate: _number(0, 0.5)  # up to +- this fraction of the image size, per image
+
+    @property
+    def active(self) -> bool:
+        return self.rotate > 0 or self.translate > 0
+
+
+class TrainParams(_Section):
+    model: _choice(MODELS)
+    optimizer: _choice(tuple(OPTIMIZERS))
+    lr: Positive  # the peak rate under the onecycle schedule
+    schedule: _choice(tuple(SCHEDULES))
+    warmup: _number(0, 1, open_low=True)  # onecycle: the fraction of steps spent rising to `lr`
+    weight_decay: _number(0, 1)
+    label_smoothing: _number(0, 1)
+    augment: AugmentParams
+    batch_size: _integer(1)
+    epochs: _integer(1)
+    seed: _integer(0)
+    dropout: Annotated[float | None, Field(ge=0, lt=1, description="null (the model's reference value) "
+                                                                   "or a number in [0, 1)")]
+    device: _choice(DEVICES)
+    threads: _integer(0)  # CPU threads; 0: torch's default. Results depend on it, so DVC tracks it.
+
+
+class EvaluateParams(_Section):
+    batch_size: _integer(1)
+
+
+class TrackingParams(_Section):
+    experiment: Text
+
+
+class GateParams(_Section):
+    """Merge thresholds read by `python -m stages.gate`; no pipeline stage depends on them."""
+
+    min_accuracy: _number(0, 1, hint="a fraction: 0.95 means 95%")  # test accuracy
+    max_params: _integer(1)
+    max_accuracy_drop: _number(0, 100, hint="percentage points")  # below the baseline's test accuracy
+
+
+class PathsParams(_Section):
+    """Every file a stage reads or writes; dvc.yaml names the same ones via ${paths.*}."""
+
+    raw: FilePath
+    dataset: FilePath
+    provenance: FilePath
+    model: FilePath
+    model_card: FilePath
+    train_metrics: FilePath
+    train_history: FilePath
+    test_metrics: FilePath
+    predictions: FilePath
+    gate_report: FilePath
+
+
+class Params(_Section):
+    paths: PathsParams
+    download: DownloadParams
+    train: TrainParams
+    evaluate: EvaluateParams
+    tracking: TrackingParams
+    gate: GateParams
+
