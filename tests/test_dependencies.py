@@ -1,0 +1,109 @@
+"""dvc.yaml's deps name exactly what each stage's result depends on: `dvc status` checked both ways."""
+
+import ast
+import json
+import shutil
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, copy_code, git_commit, init_repo, sh, tool_env
+
+STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+# Modules a stage imports that cannot change its outputs or its MLflow record, and why.
+NOT_DEPENDENCIES = {
+    "mnistcnn/cli.py": "exit codes and error messages only",
+}
+DOWNLOAD_NOT_DEPENDENCIES = {  # the schema takes its lists of choices from these two
+    "mnistcnn/engine.py": "the optimiser and schedule names in the schema",
+    "mnistcnn/models.py": "the model names in the schema",
+}
+
+
+def project_imports(path: str) -> set[str]:
+    """The project's own modules that `path` imports, directly or through others (files, repo-relative)."""
+    found, todo = set(), [path]
+    while todo:
+        tree = ast.parse((ROOT / todo.pop()).read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in ("mnistcnn",):
+                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names if alias.name.startswith("mnistcnn.")]
+            for name in names:
+                file = name.replace(".", "/") + ".py"
+                if (ROOT / file).is_file() and file not in found:
+                    found.add(file)
+                    todo.append(file)
+    return found
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_every_module_a_stage_imports_is_a_dependency_and_no_other_code_is(stage):
+    deps = set(STAGES[stage]["deps"])
+    code = {d for d in deps if d.endswith(".py")}
+    imported = project_imports(f"stages/{stage}.py") | {f"stages/{stage}.py"}
+    exempt = set(NOT_DEPENDENCIES) | (set(DOWNLOAD_NOT_DEPENDENCIES) if stage == "download" else set())
+    assert imported - exempt == code
+    assert "requirements.lock" in deps  # the torch build decides the bytes of every output
+
+
+def test_the_package_init_runs_no_code():
+    """Importing any module runs mnistcnn/__init__.py, which no stage lists: it must stay empty of code."""
+    body = ast.parse((ROOT / "mnistcnn/__init__.py").read_text()).body
+    assert all(isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) for node in body)
+
+
+@pytest.fixture(scope="module")
+def committed(tmp_path_factory):
+    """A repository with the project's code whose dvc.lock records every stage as up to date.
+
+    The outputs are placeholders recorded by `dvc commit`: `dvc status` compares deps, not results,
+    so nothing needs training."""
+    repo = tmp_path_factory.mktemp("deps") / "repo"
+    init_repo(repo)
+    copy_code(repo)
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(ROOT / name, repo / name)
+    for key, path in PARAMS["paths"].items():
+        target = repo / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if key == "raw":
+            target.mkdir()
+            (target / "placeholder").write_text("x")
+        elif key != "gate_report":
+            target.write_text("{}" if path.endswith(".json") else "x")
+    env = tool_env()
+    sh("dvc", "commit", "--force", "--quiet", cwd=repo, env=env)
+    git_commit(repo, "every stage recorded")
+    assert status(repo, env) == {}
+    return repo, env
+
+
+def status(repo, env) -> dict:
+    return json.loads(sh("dvc", "status", "--json", cwd=repo, env=env))
+
+
+@pytest.mark.parametrize("edited, rerun", [
+    ("mnistcnn/verdict.py", set()),  # the gate's rules: judge again, train nothing
+    ("mnistcnn/baseline.py", set()),
+    ("stages/gate.py", set()),
+    ("mnistcnn/cli.py", set()),
+    ("mnistcnn/engine.py", {"train", "evaluate"}),
+    ("mnistcnn/outputs.py", {"download", "train", "evaluate"}),  # the bytes of every saved file
+    ("mnistcnn/weights.py", {"evaluate"}),
+    ("requirements.lock", {"download", "train", "evaluate"}),
+])
+def test_an_edit_reruns_exactly_the_stages_whose_result_it_can_change(committed, edited, rerun):
+    repo, env = committed
+    path = repo / edited
+    original = path.read_text()
+    try:
+        path.write_text(original + "\n# an edit\n")
+        assert set(status(repo, env)) == rerun
+    finally:
+        path.write_text(original)
+    assert status(repo, env) == {}
