@@ -79,20 +79,20 @@ def _experiment_id(name: str) -> str:
     return mlflow.create_experiment(name, artifact_location=artifacts)
 
 
-def _git(*args: str) -> str:
-    result = subprocess.run(["git", *args], cwd=CODE_ROOT, capture_output=True, text=True)
+def _git(*args: str, root: Path = CODE_ROOT) -> str:
+    result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
     return result.stdout.strip() if result.returncode == 0 else ""
 
 
-def identity_tags(env: dict[str, str]) -> dict[str, str]:
+def identity_tags(env: dict[str, str], root: Path = CODE_ROOT) -> dict[str, str]:
     """What a run was made from: the commit, whether tracked files differed, the DVC experiment.
 
     Under `dvc exp run`, DVC names the experiment and its baseline commit in the environment;
     the tree differs from the baseline by the experiment's changes, so `git.dirty` is true.
     """
     tags = {
-        "git.commit": env.get("DVC_EXP_BASELINE_REV") or _git("rev-parse", "HEAD") or "none",
-        "git.dirty": str(bool(_git("status", "--porcelain", "--untracked-files=no"))).lower(),
+        "git.commit": env.get("DVC_EXP_BASELINE_REV") or _git("rev-parse", "HEAD", root=root) or "none",
+        "git.dirty": str(bool(_git("status", "--porcelain", "--untracked-files=no", root=root))).lower(),
     }
     if env.get("DVC_EXP_NAME"):
         tags["dvc.exp_name"] = env["DVC_EXP_NAME"]
@@ -101,7 +101,7 @@ def identity_tags(env: dict[str, str]) -> dict[str, str]:
 
 def _status(error: BaseException) -> str:
     """How a run ends when its block raised `error`."""
-    if isinstance(error, KeyboardInterrupt):  # Ctrl-C, or SIGTERM through stages.cli
+    if isinstance(error, KeyboardInterrupt):  # Ctrl-C, or SIGTERM through mnistcnn.cli
         return "KILLED"
     if isinstance(error, SystemExit) and error.code in (None, 0):
         return "FINISHED"

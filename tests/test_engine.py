@@ -96,7 +96,11 @@ def test_every_optimizer_params_allow_can_be_built(name):
     assert isinstance(engine.make_optimizer(name, [nn.Parameter(torch.zeros(1))], 0.1), torch.optim.Optimizer)
 
 
-def test_auto_device_is_cpu_without_an_accelerator():
-    expected = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-    assert engine.pick_device("auto").type == expected
-    assert engine.pick_device("cpu").type == "cpu"
+@pytest.mark.parametrize("cuda, mps, chosen", [
+    (True, True, "cuda"), (False, True, "mps"), (True, False, "cuda"), (False, False, "cpu"),
+])
+def test_auto_prefers_cuda_then_mps_then_the_cpu_and_an_explicit_device_is_honoured(monkeypatch, cuda, mps, chosen):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    assert engine.pick_device("auto") == torch.device(chosen)
+    assert engine.pick_device("cpu") == torch.device("cpu")

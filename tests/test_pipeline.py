@@ -1,6 +1,7 @@
 """End to end: `dvc repro` in a copy of the repository, on synthetic data, as a user runs it."""
 
 import json
+import subprocess
 import sys
 import textwrap
 
@@ -8,7 +9,7 @@ import pytest
 import yaml
 
 from mnistcnn import config
-from tests.conftest import make_repo, sh, stored_runs
+from tests.conftest import git_commit, make_repo, sh, stored_runs
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +81,32 @@ def test_one_mlflow_run_holds_params_curves_metrics_dataset_and_model(repo):
     assert found["inputs"] == ["mnist"]
     assert found["artifacts"] == ["evaluation/confusion_matrix.png"]
     assert found["pyfunc_accuracy"] == pytest.approx(metrics["accuracy"])
+
+
+def gate(repo, env) -> tuple[int, str]:
+    result = subprocess.run([sys.executable, "-m", "stages.gate"], cwd=repo, env=env, capture_output=True, text=True)
+    return result.returncode, result.stdout
+
+
+def test_the_gate_judges_what_evaluate_wrote_and_refuses_metrics_edited_by_hand(repo):
+    repo, env, _ = repo
+    git_commit(repo, "the reproduced pipeline")  # on main: the baseline is this commit
+    metrics_path = repo / "metrics/test.json"
+    written = metrics_path.read_text()
+    accuracy = json.loads(written)["accuracy"]
+    code, report = gate(repo, env)
+    assert code == 0, report
+    assert report.startswith("## Metrics gate: PASS")
+    assert f"| test accuracy | {accuracy:.2%} | {accuracy:.2%} | +0.00 pp |" in report
+    assert "Parameter count: 8,890 of a 25,000 budget" in report
+    assert (repo / "gate_report.md").read_text() == report
+
+    try:  # a better number typed into the metrics file is not what evaluate wrote: stale, not judged
+        metrics_path.write_text(json.dumps({**json.loads(written), "accuracy": 1.0}))
+        code, report = gate(repo, env)
+        assert code == 1 and "the metrics are stale" in report and "| test accuracy |" not in report
+    finally:
+        metrics_path.write_text(written)
 
 
 def test_second_repro_changes_nothing_and_an_epoch_change_skips_download(repo):

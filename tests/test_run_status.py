@@ -1,5 +1,6 @@
 """MLflow runs end as they truly ended, and a stage that fails or is interrupted writes no output."""
 
+import fcntl
 import os
 import shutil
 import signal
@@ -11,7 +12,7 @@ import pytest
 import yaml
 
 from mnistcnn import tracking
-from tests.conftest import ROOT, params_for, sh, tool_env, stored_runs, write_mnist
+from tests.conftest import ROOT, git_commit, params_for, sh, tool_env, stored_runs, write_mnist
 
 OUTPUTS = ("models/model.pt", "models/model.json", "metrics/train.json", "metrics/train_history.json")
 
@@ -77,7 +78,7 @@ def runs_if_any(folder):
 
 
 def interrupt():
-    raise KeyboardInterrupt  # what stages.cli turns SIGTERM into
+    raise KeyboardInterrupt  # what mnistcnn.cli turns SIGTERM into
 
 
 @pytest.mark.parametrize("ending, status", [
@@ -99,19 +100,41 @@ def test_a_run_ends_with_the_status_of_how_its_block_ended(tmp_path, monkeypatch
     assert [run["status"] for run in stored_runs(tmp_path)] == [status]
 
 
-def test_identity_tags_name_the_experiment_and_its_baseline_under_dvc_exp():
-    tags = tracking.identity_tags({"DVC_EXP_NAME": "sweep-1", "DVC_EXP_BASELINE_REV": "a" * 40})
+def test_identity_tags_name_the_commit_and_whether_tracked_files_differ(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    sh("git", "init", "-q", cwd=repo)
+    (repo / "code.py").write_text("x = 1\n")
+    commit = git_commit(repo, "code")
+    assert tracking.identity_tags({}, root=repo) == {"git.commit": commit, "git.dirty": "false"}
+    (repo / "notes.txt").write_text("untracked files change no result\n")
+    assert tracking.identity_tags({}, root=repo)["git.dirty"] == "false"
+    (repo / "code.py").write_text("x = 2\n")
+    assert tracking.identity_tags({}, root=repo)["git.dirty"] == "true"
+
+
+def test_identity_tags_name_the_experiment_and_its_baseline_under_dvc_exp(tmp_path):
+    tags = tracking.identity_tags({"DVC_EXP_NAME": "sweep-1", "DVC_EXP_BASELINE_REV": "a" * 40}, root=tmp_path)
     assert tags["dvc.exp_name"] == "sweep-1" and tags["git.commit"] == "a" * 40
-    plain = tracking.identity_tags({})
-    assert "dvc.exp_name" not in plain and len(plain["git.commit"]) == 40 and plain["git.dirty"] in ("true", "false")
 
 
 def test_stages_starting_together_on_a_new_store_all_get_their_run(tmp_path):
-    """MLflow creates a new store's tables without a lock; without ours, two of three fail."""
+    """MLflow creates a new store's tables without a lock; without ours, two of three fail.
+
+    The test holds the lock while three stages start, so none may touch the store until it
+    lets go; then all three start at once, the race made certain rather than left to chance."""
     start = ("import sys\nfrom mnistcnn import tracking\n"
              "with tracking.run('together', stage='test', run_name=sys.argv[1]):\n    pass\n")
-    processes = [subprocess.Popen([sys.executable, "-c", start, str(n)], env=env_for(tmp_path), cwd=tmp_path,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for n in range(3)]
+    store = tmp_path / "mlruns/mlflow.db"
+    store.parent.mkdir()
+    with open(f"{store}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        processes = [subprocess.Popen([sys.executable, "-c", start, str(n)], env=env_for(tmp_path), cwd=tmp_path,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                     for n in range(3)]
+        time.sleep(8)  # long enough to import mlflow and reach the store
+        assert [p.poll() for p in processes] == [None] * 3  # all waiting on the lock,
+        assert not store.exists()  # and none has touched the store
     errors = [p.stderr.read() for p in processes if p.wait(timeout=120) != 0]
     assert errors == []
     runs = stored_runs(tmp_path)
