@@ -1,9 +1,11 @@
 """DVC experiments: queued and temporary runs log to the repository's own MLflow store, one run each."""
 
 import json
+import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
 from tests.conftest import git_commit, make_repo, sh, stored_runs
@@ -18,7 +20,24 @@ def repo(tmp_path_factory):
     sh("dvc", "repro", cwd=repo, env=env)
     baseline = git_commit(repo, "baseline run")
     yield repo, env, baseline
-    sh("dvc", "queue", "stop", cwd=repo, env=env)  # workers stop by themselves; make sure
+    stop_workers(repo, env)
+
+
+def start_queue(repo, env, jobs: int) -> None:
+    """`dvc queue start`, not waiting for the workers: they inherit its output, so a captured
+    output would be waited on until the last worker ends (and one that lingers, forever)."""
+    subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=repo, env=env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+
+
+def stop_workers(repo, env) -> None:
+    """Ask the workers to stop, then end any that remain (a worker has been seen to linger, idle,
+    after its last task): no process of this test outlives it."""
+    subprocess.run(["dvc", "queue", "stop"], cwd=repo, env=env, capture_output=True, timeout=120)
+    for process in psutil.process_iter(["cwd", "cmdline"]):
+        cwd, cmdline = process.info["cwd"] or "", " ".join(process.info["cmdline"] or [])
+        if cwd.startswith(str(repo)) and "dvc" in cmdline:
+            process.kill()
 
 
 def wait_for_queue(repo, env, names) -> None:
@@ -49,7 +68,7 @@ def test_a_queued_sweep_and_a_temp_run_each_leave_one_complete_run_in_the_repos_
     before = {run["id"] for run in stored_runs(repo)}
     for name, seed in (("sweep-1", 1), ("sweep-2", 2)):
         sh("dvc", "exp", "run", "--queue", "-n", name, "-S", f"train.seed={seed}", cwd=repo, env=env)
-    sh("dvc", "queue", "start", "-j", "2", cwd=repo, env=env)
+    start_queue(repo, env, jobs=2)
     wait_for_queue(repo, env, {"sweep-1", "sweep-2"})
     sh("dvc", "exp", "run", "--temp", "-n", "temp-3", "-S", "train.seed=3", cwd=repo, env=env)
 
