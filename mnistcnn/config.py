@@ -53,6 +53,9 @@ def _message(error: dict, model: type[BaseModel], prefix: str) -> str:
         return f"{key}: unknown key; allowed: {', '.join(parent.model_fields)}"
     if error["type"] == "model_type":
         return f"{key}: expected a mapping of keys, got {error['input']!r}"
+    if error["type"] == "value_error":  # a check of our own: its message says what is allowed
+        reason = str(error["ctx"]["error"])
+        return f"{key}: {reason}" if isinstance(error["input"], dict) else f"{key} = {error['input']!r}: {reason}"
     allowed = field.description if field is not None and field.description else error["msg"]
     return f"{key} = {error['input']!r}: must be {allowed}"
 
@@ -88,9 +91,20 @@ def read_yaml(path: str | Path) -> Any:
 def load(path: str | Path = "params.yaml") -> Params:
     """Read and validate a params file; every problem is a ParamsError naming the file."""
     try:
-        return parse(read_yaml(path))
+        params = parse(read_yaml(path))
+        _inside_through_links(params, Path(path).resolve().parent)
+        return params
     except ParamsError as err:
         raise ParamsError(f"{path}: {err}" if not str(err).startswith(str(path)) else str(err)) from None
+
+
+def _inside_through_links(params: Params, root: Path) -> None:
+    """The schema refuses `..` and absolute paths; a symlink can still lead out: follow them here."""
+    for key, path in params.paths:
+        target = (root / path).resolve()
+        if target == root or not target.is_relative_to(root):
+            raise ParamsError(f"paths.{key} = '{path}': leads to {target} through a symlink, "
+                              "outside the repository or to the repository itself")
 
 
 def merge(base: dict, changes: dict) -> dict:

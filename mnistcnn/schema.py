@@ -8,10 +8,10 @@ select from: models, optimisers, schedules.
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from mnistcnn.engine import OPTIMIZERS, SCHEDULES
 from mnistcnn.models import REGISTRY
@@ -46,18 +46,47 @@ Positive = Annotated[float, Field(gt=0, allow_inf_nan=False, description="a posi
 Text = Annotated[str, Field(min_length=1, pattern=r"\S", description="a non-empty string")]
 
 
+# What a stage must never write into or replace: the repository's own files and folders.
+REPOSITORY_NEEDS = (".git", ".dvc", ".ci", ".github", ".venv", "stages", "mnistcnn", "tests", "recipes",
+                    "benchmarks", "docs", "mlruns", "params.yaml", "dvc.yaml", "dvc.lock", "Makefile",
+                    "README.md", "pyproject.toml", "requirements.txt", "requirements.lock", ".gitignore",
+                    ".dvcignore")
+
+
 def _non_empty_path(value: Any) -> Any:
     if not isinstance(value, str) or not value.strip():
-        raise ValueError("not a non-empty string")
+        raise ValueError("must be a non-empty string: a path inside the repository")
     return value
 
 
-FilePath = Annotated[Path, BeforeValidator(_non_empty_path),
-                     Field(strict=False, description="a non-empty string: a path relative to the repository")]
+def _inside_repository(path: Path) -> Path:
+    """Refuse a path a stage could not write, or replace, without harm to anything outside its outputs."""
+    parts = PurePosixPath(path).parts
+    if PurePosixPath(path).is_absolute():
+        raise ValueError("must be a path inside the repository, relative to it, not an absolute path")
+    if not parts:
+        raise ValueError("must name a file or folder inside the repository, not the repository itself")
+    if ".." in parts:
+        raise ValueError("must stay inside the repository: `..` is not allowed")
+    if parts[0] in REPOSITORY_NEEDS:
+        raise ValueError(f"must not be inside `{parts[0]}`, which the repository needs")
+    return path
+
+
+FilePath = Annotated[Path, BeforeValidator(_non_empty_path), Field(strict=False), AfterValidator(_inside_repository)]
+
+
+def _file_name(name: str) -> str:
+    if name in (".", "..") or any(c in name for c in "/\\\0"):
+        raise ValueError("must be a file name, without folders")
+    return name
+
+
+FileName = Annotated[str, Field(min_length=1, description="a file name"), AfterValidator(_file_name)]
 
 
 class DataFile(_Section):
-    name: Text  # file name on a mirror, e.g. train-images-idx3-ubyte.gz
+    name: FileName  # on a mirror and in paths.raw, e.g. train-images-idx3-ubyte.gz
     sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$", description="64 hexadecimal digits")]
 
 
@@ -134,6 +163,17 @@ class PathsParams(_Section):
     test_metrics: FilePath
     predictions: FilePath
     gate_report: FilePath
+
+    @model_validator(mode="after")
+    def _nothing_inside_raw(self) -> PathsParams:
+        """The download stage replaces paths.raw whole: no other path may lie in it, or contain it."""
+        raw = PurePosixPath(self.raw)
+        for key, path in dict(self).items():
+            path = PurePosixPath(path)
+            if key != "raw" and (path == raw or raw in path.parents or path in raw.parents):
+                raise ValueError(f"paths.{key} = '{path}' overlaps paths.raw = '{raw}', "
+                                 "a folder the download stage replaces whole")
+        return self
 
 
 class Params(_Section):

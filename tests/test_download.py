@@ -136,3 +136,22 @@ def test_bad_params_stop_the_stage_before_any_download(tmp_path, monkeypatch, ca
     assert run_stage(download_stage, repo, monkeypatch) == 1
     assert "params.yaml: train.lr = -1: must be a positive number" in capsys.readouterr().err
     assert not (repo / "data").exists()
+
+
+@pytest.mark.parametrize("raw", [".", "../neighbour", "stages"])
+def test_a_raw_path_outside_the_stage_s_own_folder_is_refused_and_nothing_is_deleted(
+        raw, mnist_dir, tmp_path, monkeypatch, capsys):
+    folder, digests = mnist_dir
+    repo = tmp_path / "repo"
+    (repo / "stages").mkdir(parents=True)
+    (tmp_path / "neighbour").mkdir()
+    keep = [repo / "stages/keep.py", tmp_path / "neighbour/keep.txt", repo / "notes.txt"]
+    for path in keep:
+        path.write_text("precious")
+    params = params_for(digests, [str(folder)])
+    params["paths"]["raw"] = raw
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    assert run_stage(download_stage, repo, monkeypatch) == 1
+    assert f"paths.raw = '{raw}'" in capsys.readouterr().err
+    assert all(path.read_text() == "precious" for path in keep)
+    assert sorted(p.name for p in repo.iterdir()) == ["notes.txt", "params.yaml", "stages"]

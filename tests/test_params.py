@@ -159,3 +159,41 @@ def test_merge_sets_nested_keys_one_by_one_as_dvc_exp_run_does():
     merged = config.merge(base, {"train": {"augment": {"rotate": 5}}})
     assert merged == {"train": {"lr": 0.1, "augment": {"rotate": 5, "translate": 0.1}}, "gate": {"max_params": 1}}
     assert base["train"]["augment"]["rotate"] == 0  # the base is left as it was
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("raw", ".", "paths.raw = '.': must name a file or folder inside the repository, not the repository itself"),
+    ("raw", "./", "not the repository itself"),
+    ("raw", "/home", "paths.raw = '/home': must be a path inside the repository, relative to it"),
+    ("raw", "../elsewhere", "paths.raw = '../elsewhere': must stay inside the repository"),
+    ("model", "models/../../x.pt", "paths.model = 'models/../../x.pt': must stay inside the repository"),
+    ("raw", "stages", "paths.raw = 'stages': must not be inside `stages`, which the repository needs"),
+    ("train_metrics", ".git/hooks/x", "must not be inside `.git`"),
+    ("raw", "", "paths.raw = '': must be a non-empty string"),
+    ("dataset", "data/raw/mnist.pt", "paths.dataset = 'data/raw/mnist.pt' overlaps paths.raw = 'data/raw'"),
+    ("raw", "data", "paths.dataset = 'data/mnist.pt' overlaps paths.raw = 'data'"),
+])
+def test_a_path_that_escapes_or_would_replace_what_the_repository_needs_is_refused(key, value, message):
+    raw = copy.deepcopy(VALID)
+    raw["paths"][key] = value
+    with pytest.raises(config.ParamsError) as err:
+        config.parse(raw)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["../../etc/passwd", "..", "raw/x.gz", "/abs.gz"])
+def test_a_download_file_name_must_be_a_plain_name(name):
+    raw = copy.deepcopy(VALID)
+    raw["download"]["files"]["train_images"]["name"] = name
+    with pytest.raises(config.ParamsError, match=r"download\.files\.train_images\.name = .*: must be a file name"):
+        config.parse(raw)
+
+
+def test_a_path_that_leaves_the_repository_through_a_symlink_is_refused(tmp_path):
+    repo, outside = tmp_path / "repo", tmp_path / "outside"
+    repo.mkdir()
+    outside.mkdir()
+    (repo / "params.yaml").write_text(yaml.safe_dump(VALID))
+    (repo / "data").symlink_to(outside)
+    with pytest.raises(config.ParamsError, match=r"paths\.raw = 'data/raw': leads to .*/outside/raw through a symlink"):
+        config.load(repo / "params.yaml")
