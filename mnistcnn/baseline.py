@@ -16,7 +16,9 @@ from pathlib import Path
 import dvc.api
 from dvc.exceptions import DvcException
 
-from mnistcnn import verdict
+from mnistcnn import config, verdict
+from mnistcnn.config import ParamsError
+from mnistcnn.schema import GateParams
 from mnistcnn.verdict import CannotJudge, Metrics
 
 BASE_BRANCHES = ("main", "origin/main")  # a CI clone may hold main only as a remote branch
@@ -64,12 +66,23 @@ def read_metrics(path: Path, rev: str | None = None) -> Metrics | None:
     return verdict.parse_metrics(raw, where)
 
 
-def thresholds(rev: str) -> object:
-    """The baseline's `gate:` section, to show a change that moves its own thresholds; None if it has none."""
-    try:
-        return dvc.api.params_show("params.yaml", rev=rev).get("gate")
-    except (FileNotFoundError, DvcException):
+def thresholds(rev: str, params_file: str = "params.yaml") -> GateParams | None:
+    """The thresholds in force at `rev`, its `gate:` section validated; None where it has none (a commit
+    from before the gate). A failure of git, or a section that is not valid, cannot be judged."""
+    listed = _git("ls-tree", "--name-only", rev, "--", params_file)
+    if listed.returncode != 0:
+        raise CannotJudge(f"git cannot list {params_file} at {rev[:7]}: {listed.stderr.strip()}")
+    if not listed.stdout.strip():
         return None
+    shown = _git("show", f"{rev}:{params_file}")
+    if shown.returncode != 0:
+        raise CannotJudge(f"git cannot read {params_file} at {rev[:7]}: {shown.stderr.strip()}")
+    where = f"{params_file} at {rev[:7]}"
+    try:
+        raw = config.parse_yaml(shown.stdout, where)
+        return None if not isinstance(raw, dict) or "gate" not in raw else config.parse_gate(raw["gate"])
+    except ParamsError as err:
+        raise CannotJudge(f"{where}: {err}") from None
 
 
 def pipeline_status() -> dict:

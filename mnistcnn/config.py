@@ -13,10 +13,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
+from ruamel.yaml import YAML, YAMLError
 
-from mnistcnn.schema import Params, TrainParams
+from mnistcnn.schema import GateParams, Params, TrainParams
 
 
 class ParamsError(ValueError):
@@ -77,15 +77,28 @@ def parse_train(raw: Any) -> TrainParams:
     return _validate(TrainParams, raw, prefix="train.")
 
 
+def parse_gate(raw: Any) -> GateParams:
+    """Validate a `gate` section on its own (the baseline's, read from git)."""
+    return _validate(GateParams, raw, prefix="gate.")
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """YAML as DVC reads params.yaml (ruamel.yaml's safe loader, YAML 1.2), so that any value DVC
+    writes or accepts means the same to both: `dvc exp run -S train.lr=1e-5` writes 1e-05, which
+    YAML 1.1 (PyYAML) would read as a string."""
+    try:
+        return YAML(typ="safe").load(text)
+    except YAMLError as err:
+        raise ParamsError(f"{where}: not valid YAML: {err}") from None
+
+
 def read_yaml(path: str | Path) -> Any:
     """A YAML file's content; a ParamsError naming the file when it is missing or not YAML."""
     path = Path(path)
     try:
-        return yaml.safe_load(path.read_text())
+        return parse_yaml(path.read_text(), str(path))
     except FileNotFoundError:
         raise ParamsError(f"{path}: not found (run from the repository root)") from None
-    except yaml.YAMLError as err:
-        raise ParamsError(f"{path}: not valid YAML: {err}") from None
 
 
 def load(path: str | Path = "params.yaml") -> Params:

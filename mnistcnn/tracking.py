@@ -79,9 +79,13 @@ def _experiment_id(name: str) -> str:
     return mlflow.create_experiment(name, artifact_location=artifacts)
 
 
-def _git(*args: str, root: Path = CODE_ROOT) -> str:
-    result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
-    return result.stdout.strip() if result.returncode == 0 else ""
+def _git(*args: str, root: Path = CODE_ROOT) -> str | None:
+    """git's answer, or None when git could not answer (no git, no repository)."""
+    try:
+        result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+    except OSError:
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
 
 
 def identity_tags(env: dict[str, str], root: Path = CODE_ROOT) -> dict[str, str]:
@@ -89,10 +93,12 @@ def identity_tags(env: dict[str, str], root: Path = CODE_ROOT) -> dict[str, str]
 
     Under `dvc exp run`, DVC names the experiment and its baseline commit in the environment;
     the tree differs from the baseline by the experiment's changes, so `git.dirty` is true.
+    Where git cannot be asked, both say `unknown`.
     """
+    status = _git("status", "--porcelain", "--untracked-files=no", root=root)
     tags = {
-        "git.commit": env.get("DVC_EXP_BASELINE_REV") or _git("rev-parse", "HEAD", root=root) or "none",
-        "git.dirty": str(bool(_git("status", "--porcelain", "--untracked-files=no", root=root))).lower(),
+        "git.commit": env.get("DVC_EXP_BASELINE_REV") or _git("rev-parse", "HEAD", root=root) or "unknown",
+        "git.dirty": "unknown" if status is None else str(bool(status)).lower(),  # never a guess
     }
     if env.get("DVC_EXP_NAME"):
         tags["dvc.exp_name"] = env["DVC_EXP_NAME"]

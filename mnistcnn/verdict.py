@@ -140,14 +140,16 @@ def describe_status(status: dict) -> list[str]:
     return lines
 
 
-def threshold_changes(current: GateParams, baseline: Any) -> list[str]:
-    """A change can loosen its own thresholds: say so where they differ from the baseline's."""
-    if not isinstance(baseline, dict):
-        return ["The baseline has no `gate:` section: thresholds are this change's own."]
-    now = current.model_dump()
-    changed = [f"`{key}` {baseline.get(key, 'unset')} → {value}" for key, value in now.items()
-               if baseline.get(key) != value]
-    return [f"**Thresholds differ from the baseline's**: {', '.join(changed)}."] if changed else []
+def threshold_changes(proposed: GateParams, in_force: GateParams | None) -> list[str]:
+    """A change is judged by the thresholds in force where it merges: say so when it proposes others."""
+    if in_force is None:
+        return ["The baseline has no `gate:` section: this change's own thresholds are used."]
+    changed = [f"`{key}` {getattr(in_force, key)} → {value}" for key, value in proposed
+               if getattr(in_force, key) != value]
+    if not changed:
+        return []
+    return [f"**This change moves the thresholds**: {', '.join(changed)}. They take effect once it has "
+            "merged; it is judged by the baseline's."]
 
 
 def markdown(verdict: Verdict, baseline_label: str) -> str:

@@ -8,8 +8,9 @@ for a pull-request comment. Exit 0: every check passed; 1: a check failed or the
 metrics are stale; 2: it cannot judge (missing, malformed or NaN metrics, an
 unknown revision, no `main` to compare with). It fails closed.
 
-Thresholds come from the working tree's params.yaml: a change may move them,
-so the report says so whenever they differ from the baseline's.
+Thresholds come from the baseline's params.yaml: a change is judged by the rules
+in force where it merges, and one that moves them (to loosen its own gate, say)
+only proposes them: they take effect once it has merged, and the report says so.
 """
 
 from __future__ import annotations
@@ -33,14 +34,15 @@ def assess(sha: str, params: Params) -> Verdict:
     status = baseline.pipeline_status()
     if status:
         return verdict.stale(verdict.describe_status(status))
-    notes = verdict.threshold_changes(params.gate, baseline.thresholds(sha))
+    in_force = baseline.thresholds(sha)  # the rules where it merges, not the change's own
+    notes = verdict.threshold_changes(params.gate, in_force)
     if base is None:
         notes.insert(0, f"No baseline: `{path}` does not exist at `{sha[:7]}`; "
                         "judged against the absolute thresholds only.")
     if committed != current:
         notes.append(f"These metrics differ from those committed at HEAD: commit `dvc.lock` and `{path}` "
                      "so that what merges is what was judged.")
-    return verdict.judge(current, base, params.gate, notes)
+    return verdict.judge(current, base, in_force or params.gate, notes)
 
 
 def main(argv: list[str] | None = None) -> int:

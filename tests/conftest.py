@@ -131,11 +131,12 @@ def make_repo(tmp: Path) -> tuple[Path, dict[str, str]]:
 
 
 def stored_runs(root: Path) -> list[dict]:
-    """Every run in the MLflow store under `root`/mlruns, oldest first, with its tags and latest metrics."""
+    """Every run in the MLflow store under `root`/mlruns, oldest first, with its tags, params and latest metrics."""
     with sqlite3.connect(root / "mlruns/mlflow.db") as db:
         rows = db.execute("SELECT run_uuid, status, name FROM runs ORDER BY start_time, run_uuid").fetchall()
-        tags = db.execute("SELECT run_uuid, key, value FROM tags").fetchall()
-        metrics = db.execute("SELECT run_uuid, key, value FROM latest_metrics").fetchall()
+        tables = {table: db.execute(f"SELECT run_uuid, key, value FROM {table}").fetchall()
+                  for table in ("tags", "params", "latest_metrics")}
     return [{"id": run_id, "status": status, "name": name,
-             "tags": {k: v for r, k, v in tags if r == run_id},
-             "metrics": {k: v for r, k, v in metrics if r == run_id}} for run_id, status, name in rows]
+             **{name: {k: v for r, k, v in tables[table] if r == run_id}
+                for name, table in (("tags", "tags"), ("params", "params"), ("metrics", "latest_metrics"))}}
+            for run_id, status, name in rows]

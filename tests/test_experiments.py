@@ -70,7 +70,8 @@ def test_a_queued_sweep_and_a_temp_run_each_leave_one_complete_run_in_the_repos_
         sh("dvc", "exp", "run", "--queue", "-n", name, "-S", f"train.seed={seed}", cwd=repo, env=env)
     start_queue(repo, env, jobs=2)
     wait_for_queue(repo, env, {"sweep-1", "sweep-2"})
-    sh("dvc", "exp", "run", "--temp", "-n", "temp-3", "-S", "train.seed=3", cwd=repo, env=env)
+    # DVC writes 1e-5 into params.yaml as 1e-05: a float in YAML 1.2, which the stages must read as DVC does
+    sh("dvc", "exp", "run", "--temp", "-n", "temp-3", "-S", "train.seed=3", "-S", "train.lr=1e-5", cwd=repo, env=env)
 
     new = [run for run in stored_runs(repo) if run["id"] not in before]
     names = sorted(run["tags"].get("dvc.exp_name", "") for run in new)
@@ -78,6 +79,7 @@ def test_a_queued_sweep_and_a_temp_run_each_leave_one_complete_run_in_the_repos_
     for run in new:
         assert run["status"] == "FINISHED" and "test/accuracy" in run["metrics"]
         assert run["tags"]["git.commit"] == baseline and run["tags"]["git.dirty"] == "true"
+    assert next(run for run in new if run["tags"]["dvc.exp_name"] == "temp-3")["params"]["lr"] == "1e-05"
     assert not list((repo / ".dvc/tmp").rglob("mlflow.db"))  # no store left in a temporary copy
 
     found = experiments(repo, env)

@@ -12,7 +12,8 @@ import sys
 import pytest
 import yaml
 
-from mnistcnn import cli
+from mnistcnn import baseline, cli
+from mnistcnn.verdict import CannotJudge
 from stages import gate
 from tests.conftest import ROOT, copy_code, git_commit, init_repo, sh, tool_env
 
@@ -96,25 +97,46 @@ def test_main_s_tip_is_the_baseline_only_when_asked(repo, capsys):
     assert "test accuracy dropped 2.65 pp against the baseline (allowed 0.30 pp)" in out
 
 
-@pytest.mark.parametrize("section, values, failure", [
-    ("gate", {"min_accuracy": 0.98}, "test accuracy 97.25% is below the minimum 98.00%."),
-    ("fake", {"params": 30000}, "30,000 parameters exceed the budget of 25,000."),
-    ("fake", {"accuracy": 0.969}, "test accuracy dropped 0.38 pp against the baseline (allowed 0.30 pp)."),
+@pytest.mark.parametrize("values, failure", [
+    ({"params": 30000}, "30,000 parameters exceed the budget of 25,000."),
+    ({"accuracy": 0.969}, "test accuracy dropped 0.38 pp against the baseline (allowed 0.30 pp)."),
 ])
-def test_each_threshold_fails_on_its_own_and_is_named(repo, capsys, section, values, failure):
-    if section == "gate":
-        set_params(repo, "gate", **values)  # no stage depends on it: nothing to reproduce
-    else:
-        reproduce(repo, **values)
+def test_each_threshold_fails_on_its_own_and_is_named(repo, capsys, values, failure):
+    reproduce(repo, **values)
     code, out = run_gate(capsys, "--report", "elsewhere.md")
     assert code == 1
     assert f"**FAIL**: {failure}\n" in out  # the only failure
     assert out.count("| **FAIL** |") == 1
     assert (repo / "elsewhere.md").read_text() == out and not (repo / "gate_report.md").exists()
-    if section == "gate":
-        assert "**Thresholds differ from the baseline's**: `min_accuracy` 0.95 → 0.98." in out
-    else:
-        assert "differ from those committed at HEAD" in out
+    assert "differ from those committed at HEAD" in out
+
+
+def test_a_change_that_loosens_its_own_gate_and_worsens_the_model_still_fails(repo, capsys):
+    set_params(repo, "gate", min_accuracy=0, max_accuracy_drop=99, max_params=10**9)
+    reproduce(repo, accuracy=0.5, params=30000)
+    code, out = run_gate(capsys)
+    assert code == 1
+    assert ("**FAIL**: test accuracy 50.00% is below the minimum 95.00%; test accuracy dropped 47.28 pp "
+            "against the baseline (allowed 0.30 pp); 30,000 parameters exceed the budget of 25,000.") in out
+    assert ("**This change moves the thresholds**: `min_accuracy` 0.95 → 0.0, `max_params` 25000 → 1000000000, "
+            "`max_accuracy_drop` 0.3 → 99.0. They take effect once it has merged") in out
+
+
+def test_thresholds_are_the_baseline_s_when_it_tightened_them(repo, template, capsys):
+    """main tightens the minimum to 98%: a change branched before is judged by that once it is the baseline."""
+    sh("git", "checkout", "-q", "main", cwd=repo)
+    set_params(repo, "gate", min_accuracy=0.98)
+    tightened = git_commit(repo, "main tightens the gate")
+    sh("git", "checkout", "-q", "feature", cwd=repo)
+    code, out = run_gate(capsys, "--rev", tightened)
+    assert code == 1 and "test accuracy 97.25% is below the minimum 98.00%" in out
+    assert "**This change moves the thresholds**: `min_accuracy` 0.98 → 0.95." in out
+
+
+def test_a_git_failure_reading_the_baseline_s_thresholds_is_an_error_not_a_missing_section(repo, template):
+    assert baseline.thresholds(template[1]["A"]) == baseline.thresholds(template[1]["B"])  # both have one
+    with pytest.raises(CannotJudge, match="git cannot list params.yaml at 0000000"):
+        baseline.thresholds("0" * 40)  # a commit git does not have
 
 
 def test_a_drop_of_exactly_the_allowed_amount_passes(repo, capsys):
@@ -176,6 +198,15 @@ def test_a_bad_threshold_cannot_be_judged_and_names_the_key(repo, capsys):
     set_params(repo, "gate", max_accuracy_drop=-1)
     code, out = run_gate(capsys)
     assert code == 2 and "gate.max_accuracy_drop = -1: must be a number in [0, 100) (percentage points)" in out
+
+
+def test_a_baseline_with_a_bad_threshold_cannot_be_judged(repo, capsys):
+    sh("git", "checkout", "-q", "main", cwd=repo)
+    set_params(repo, "gate", min_accuracy=95)
+    bad = git_commit(repo, "a gate that is not a fraction")
+    sh("git", "checkout", "-q", "feature", cwd=repo)
+    code, out = run_gate(capsys, "--rev", bad)
+    assert code == 2 and f"params.yaml at {bad[:7]}: gate.min_accuracy = 95: must be a number in [0, 1)" in out
 
 
 def test_the_metrics_file_the_gate_reads_is_the_pipeline_s_test_metrics():

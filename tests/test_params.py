@@ -197,3 +197,12 @@ def test_a_path_that_leaves_the_repository_through_a_symlink_is_refused(tmp_path
     (repo / "data").symlink_to(outside)
     with pytest.raises(config.ParamsError, match=r"paths\.raw = 'data/raw': leads to .*/outside/raw through a symlink"):
         config.load(repo / "params.yaml")
+
+
+@pytest.mark.parametrize("text, value", [("1e-05", 1e-05), ("1e-3", 0.001), (".5", 0.5), ("1_000", 1000)])
+def test_numbers_mean_what_they_mean_to_dvc(text, value):
+    """DVC reads params.yaml as YAML 1.2, where 1e-05 is a number (PyYAML's YAML 1.1 reads a string)."""
+    assert config.parse_yaml(f"lr: {text}\n", "params.yaml") == {"lr": value}
+    raw = copy.deepcopy(VALID)
+    raw["train"]["lr"] = config.parse_yaml(f"lr: {text}\n", "params.yaml")["lr"]
+    assert config.parse(raw).train.lr == value

@@ -113,6 +113,10 @@ def test_identity_tags_name_the_commit_and_whether_tracked_files_differ(tmp_path
     assert tracking.identity_tags({}, root=repo)["git.dirty"] == "true"
 
 
+def test_identity_tags_say_unknown_where_git_cannot_be_asked(tmp_path):
+    assert tracking.identity_tags({}, root=tmp_path) == {"git.commit": "unknown", "git.dirty": "unknown"}
+
+
 def test_identity_tags_name_the_experiment_and_its_baseline_under_dvc_exp(tmp_path):
     tags = tracking.identity_tags({"DVC_EXP_NAME": "sweep-1", "DVC_EXP_BASELINE_REV": "a" * 40}, root=tmp_path)
     assert tags["dvc.exp_name"] == "sweep-1" and tags["git.commit"] == "a" * 40

@@ -80,15 +80,14 @@ def test_without_a_baseline_the_regression_row_is_shown_but_not_judged():
     assert verdict.judge(metrics(accuracy=0.94), None, GATE).code == FAIL  # absolute thresholds still hold
 
 
-def test_thresholds_that_differ_from_the_baseline_s_are_named():
-    same = {"min_accuracy": 0.95, "max_params": 25000, "max_accuracy_drop": 0.3}
-    assert verdict.threshold_changes(GATE, same) == []
-    looser = GateParams(min_accuracy=0.9, max_params=25_000, max_accuracy_drop=0.3)
-    assert verdict.threshold_changes(looser, same) == [
-        "**Thresholds differ from the baseline's**: `min_accuracy` 0.95 → 0.9."]
-    assert "`max_params` unset → 25000" in verdict.threshold_changes(GATE, {"min_accuracy": 0.95})[0]
+def test_thresholds_a_change_proposes_are_named_as_taking_effect_after_it_merges():
+    assert verdict.threshold_changes(GATE, GATE) == []
+    looser = GateParams(min_accuracy=0.9, max_params=30_000, max_accuracy_drop=0.3)
+    assert verdict.threshold_changes(looser, GATE) == [
+        "**This change moves the thresholds**: `min_accuracy` 0.95 → 0.9, `max_params` 25000 → 30000. "
+        "They take effect once it has merged; it is judged by the baseline's."]
     assert verdict.threshold_changes(GATE, None) == [
-        "The baseline has no `gate:` section: thresholds are this change's own."]
+        "The baseline has no `gate:` section: this change's own thresholds are used."]
 
 
 def test_dvc_status_becomes_one_line_per_stage():
