@@ -9,6 +9,7 @@ names each one and why.
 from __future__ import annotations
 
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -30,14 +31,36 @@ def sources(mirrors: tuple[str, ...], env: dict[str, str]) -> list[str]:
     return ([override] if override else []) + [m for m in mirrors if m != override]
 
 
-def fetch(source: str, name: str, timeout: float) -> bytes:
-    """The bytes of `name` at `source`, a URL (http, https, file) or a local folder."""
+def fetch(source: str, name: str, timeout: float, limit: int = mnist.MAX_FILE_BYTES) -> bytes:
+    """The bytes of `name` at `source`, a URL (http, https, file) or a local folder: at most `limit`
+    bytes, and all of them within `timeout` seconds (a slow trickle is cut off, not waited on)."""
     if "://" not in source:
-        return (Path(source) / name).read_bytes()
+        path = Path(source) / name
+        if path.stat().st_size > limit:
+            raise DataError(f"larger than {limit:,} bytes: refused")
+        return path.read_bytes()
     url = source.rstrip("/") + "/" + name
     request = urllib.request.Request(url, headers={"User-Agent": "mnist-compact-cnn"})
+    deadline = time.monotonic() + timeout
     with urllib.request.urlopen(request, timeout=timeout) as response:
-        return response.read()
+        chunks, size = [], 0
+        while chunk := _read_before(response, deadline, timeout):
+            size += len(chunk)
+            if size > limit:
+                raise DataError(f"larger than {limit:,} bytes: refused")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _read_before(response, deadline: float, timeout: float) -> bytes:
+    """The next bytes of `response`, waiting for them no later than `deadline`."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError(f"not complete within {timeout:g} s")
+    sock = getattr(getattr(response.fp, "raw", None), "_sock", None)  # the connection, to bound this read
+    if sock is not None:
+        sock.settimeout(left)
+    return response.read1(1 << 20)
 
 
 def _reason(err: Exception) -> str:

@@ -7,7 +7,6 @@ reader; what it lacks (checksums, clear errors, one compact file) lives here.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import tempfile
 import zlib
@@ -21,15 +20,23 @@ from mnistcnn.outputs import DataError, missing_output
 # The statistics of the MNIST training images, as the reference scripts used them.
 MEAN, STD = 0.1307, 0.3081
 IMAGE_SIZE = 28
+MAX_FILE_BYTES = 64 << 20  # 64 MiB: each MNIST file is under 48 MB, compressed or not
 SPLITS = ("train", "test")
 
 
-def decompress(gz_bytes: bytes, name: str) -> bytes:
-    """The content of a gzip file; a DataError naming `name` if it is not one."""
+def decompress(gz_bytes: bytes, name: str, limit: int = MAX_FILE_BYTES) -> bytes:
+    """The content of a gzip file, at most `limit` bytes of it (a small file can inflate a
+    thousandfold); a DataError naming `name` if it is not gzip or inflates past the limit."""
+    inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip framing, one member
     try:
-        return gzip.decompress(gz_bytes)
-    except (OSError, EOFError, zlib.error) as err:
+        content = inflate.decompress(gz_bytes, limit + 1)
+        if len(content) > limit:
+            raise DataError(f"{name}: inflates to more than {limit:,} bytes: refused")
+        if not inflate.eof:
+            raise EOFError("compressed file ended before the end-of-stream marker was reached")
+    except (EOFError, zlib.error) as err:
         raise DataError(f"{name}: not a valid gzip file ({err})") from None
+    return content
 
 
 def content_sha256(content: bytes) -> str:

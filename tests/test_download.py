@@ -4,12 +4,14 @@ import functools
 import http.server
 import shutil
 import threading
+import time
 
 import pytest
 import torch
 import yaml
 
 from mnistcnn import cli, config, mirrors as download, mnist
+from mnistcnn.outputs import DataError
 from stages import download as download_stage
 from tests.conftest import FILE_NAMES, params_for, synthetic_split
 
@@ -155,3 +157,44 @@ def test_a_raw_path_outside_the_stage_s_own_folder_is_refused_and_nothing_is_del
     assert f"paths.raw = '{raw}'" in capsys.readouterr().err
     assert all(path.read_text() == "precious" for path in keep)
     assert sorted(p.name for p in repo.iterdir()) == ["notes.txt", "params.yaml", "stages"]
+
+
+def test_a_mirror_file_over_the_size_limit_is_refused(mnist_dir, serve):
+    folder, _ = mnist_dir
+    name = FILE_NAMES["train_images"]
+    size = (folder / name).stat().st_size
+    for source in (str(folder), serve(folder)):
+        assert len(download.fetch(source, name, timeout=5, limit=size)) == size
+        with pytest.raises(DataError, match=f"larger than {size - 1:,} bytes: refused"):
+            download.fetch(source, name, timeout=5, limit=size - 1)
+
+
+def test_the_timeout_bounds_the_whole_file_not_each_read(tmp_path):
+    """A mirror that sends a byte every 0.2 s never lets a read wait 1 s, yet the file takes forever."""
+
+    class Trickle(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            try:
+                for _ in range(1000):
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            except OSError:
+                pass  # the client gave up, as it should
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        start = time.monotonic()
+        with pytest.raises(TimeoutError, match="not complete within 1 s|timed out"):
+            download.fetch(f"http://127.0.0.1:{server.server_address[1]}/", "x.gz", timeout=1)
+        assert time.monotonic() - start < 2
+    finally:
+        server.shutdown()
+        server.server_close()

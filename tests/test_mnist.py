@@ -70,3 +70,10 @@ def test_file_names_are_the_ones_params_yaml_lists():
     from tests.conftest import ROOT
     listed = config.load(ROOT / "params.yaml").download.files
     assert {k: f.name for k, f in listed.items()} == FILE_NAMES
+
+
+def test_a_file_that_inflates_past_the_limit_is_refused_before_it_fills_memory():
+    bomb = gzip.compress(bytes(10_000))  # 10 kB of zeros in a few dozen bytes
+    assert len(mnist.decompress(bomb, "ok.gz", limit=10_000)) == 10_000
+    with pytest.raises(DataError, match=r"bomb.gz: inflates to more than 9,999 bytes: refused"):
+        mnist.decompress(bomb, "bomb.gz", limit=9_999)
