@@ -40,6 +40,7 @@ def spec_for(model: str, loop: str, hyper: str, args) -> dict:
     """The child's measurement: one epoch of `model` trained by `loop` with `hyper`'s recipe."""
     train = {**recipes.train_section(hyper), "model": model, "epochs": 1, "seed": 0}
     return {"loop": loop, "train": train, "threads": args.threads, "dataset": str(args.dataset),
+            "provenance": str(args.provenance),
             "raw": str(args.raw), "limit": args.limit}
 
 
@@ -85,6 +86,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--models", nargs="+", default=sorted({c[0] for c in CONFIGS}))
     parser.add_argument("--dataset", type=Path, default=paths.dataset)
+    parser.add_argument("--provenance", type=Path, default=paths.provenance, help="the dataset's SHA-256")
     parser.add_argument("--raw", type=Path, default=paths.raw)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results.json"))
     parser.add_argument("--smoke", action="store_true", help="a few batches, one repetition: checks, not figures")

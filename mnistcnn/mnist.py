@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
-from mnistcnn.outputs import DataError, missing_output
+from mnistcnn.outputs import DataError, missing_output, verify_sha256
 
 # The statistics of the MNIST training images, as the reference scripts used them.
 MEAN, STD = 0.1307, 0.3081
@@ -69,11 +69,13 @@ def assemble(decoded: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return decoded
 
 
-def load_dataset(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read the decoded tensors written by the download stage (no unpickling of code)."""
+def load_dataset(path: str | Path, provenance: dict, provenance_path: str | Path) -> dict[str, torch.Tensor]:
+    """Read the decoded tensors written by the download stage (no unpickling of code), once their
+    bytes are checked against the SHA-256 the provenance records."""
     path = Path(path)
     if not path.exists():
         raise missing_output(path, produced_by="download")
+    verify_sha256(path, provenance.get("dataset_sha256"), str(provenance_path), produced_by="download")
     try:
         dataset = torch.load(path, weights_only=True)
     except Exception as err:  # torch raises several types for a damaged archive

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -82,6 +83,26 @@ def save_torch(obj: Any, path: str | Path) -> None:
 
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         torch.save(obj, handle)
+
+
+def sha256_file(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_sha256(path: str | Path, expected: str | None, recorded_in: str, produced_by: str) -> None:
+    """Refuse a file whose bytes are not the ones `recorded_in` names: damaged, or another run's."""
+    if not expected:
+        raise DataError(f"{recorded_in}: records no SHA-256 for {path}; rerun the {produced_by} stage")
+    actual = sha256_file(path)
+    if actual != expected:
+        raise DataError(f"{path}: SHA-256 {actual[:12]}... is not the {expected[:12]}... that {recorded_in} "
+                        f"records: the file is damaged or another run's; restore it (`dvc checkout`) "
+                        f"or rerun the {produced_by} stage")
 
 
 def write_json(path: str | Path, data: Any) -> None:

@@ -11,12 +11,16 @@ from pathlib import Path
 import torch
 
 from mnistcnn import models
-from mnistcnn.outputs import DataError, missing_output
+from mnistcnn.outputs import DataError, missing_output, verify_sha256
 
 
-def load_model(card: dict, weights_path: str | Path) -> torch.nn.Module:
-    """Rebuild the architecture the card names and load its weights (no code is unpickled)."""
+def load_model(card: dict, weights_path: str | Path, card_path: str | Path = "the model card") -> torch.nn.Module:
+    """Rebuild the architecture the card names and load its weights (no code is unpickled), once
+    their bytes are checked against the SHA-256 the card records."""
     model = models.build(card["model"], card["dropout"])
+    if not Path(weights_path).exists():
+        raise missing_output(weights_path, produced_by="train")
+    verify_sha256(weights_path, card.get("weights_sha256"), str(card_path), produced_by="train")
     try:
         state = torch.load(weights_path, weights_only=True, map_location="cpu")
         model.load_state_dict(state)

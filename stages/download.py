@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from mnistcnn import cli, config, mirrors, tracking
-from mnistcnn.outputs import atomic_dir, save_torch, write_json
+from mnistcnn.outputs import atomic_dir, save_torch, sha256_file, write_json
 
 
 def main() -> None:
@@ -21,7 +21,7 @@ def main() -> None:
         with tracking.run(params.tracking.experiment + "-data", run_name="download", stage="download"):
             tracking.log_provenance(provenance)
         save_torch(dataset, paths.dataset)
-        write_json(paths.provenance, provenance)
+        write_json(paths.provenance, {**provenance, "dataset_sha256": sha256_file(paths.dataset)})
 
 
 if __name__ == "__main__":

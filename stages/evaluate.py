@@ -28,8 +28,9 @@ def main() -> None:
     params = config.load()
     paths = params.paths
     card = read_json(paths.model_card, produced_by="train")
-    model = weights.load_model(card, paths.model)
-    dataset = mnist.load_dataset(paths.dataset)
+    model = weights.load_model(card, paths.model, paths.model_card)
+    provenance = read_json(paths.provenance, produced_by="download")
+    dataset = mnist.load_dataset(paths.dataset, provenance, paths.provenance)
     reproducible.configure(params.train.threads)  # sums split by thread: the same count as training
     device = engine.pick_device(params.train.device)
     images = mnist.normalize(dataset["test_images"]).to(device)

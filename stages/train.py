@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 from mnistcnn import cli, config, engine, mnist, models, reproducible, tracking
-from mnistcnn.outputs import atomic_outputs, read_json, save_torch, write_json
+from mnistcnn.outputs import atomic_outputs, read_json, save_torch, sha256_file, write_json
 from mnistcnn.schema import PathsParams
 
 EXAMPLE_IMAGES = 4  # in the MLflow model's input example
@@ -20,7 +20,9 @@ def write_outputs(paths: PathsParams, model, card: dict, history: list[dict]) ->
     """The stage's four outputs, written together: all new, or (failed, interrupted) none."""
     final = history[-1]
     with atomic_outputs() as stage:
-        save_torch(model.cpu().state_dict(), stage(paths.model))
+        weights = stage(paths.model)
+        save_torch(model.cpu().state_dict(), weights)
+        card = {**card, "weights_sha256": sha256_file(weights)}  # evaluate checks the weights by it
         write_json(stage(paths.model_card), card)
         write_json(stage(paths.train_history), history)
         write_json(stage(paths.train_metrics), {"loss": final["loss"], "accuracy": final["accuracy"],
@@ -30,8 +32,8 @@ def write_outputs(paths: PathsParams, model, card: dict, history: list[dict]) ->
 def main() -> None:
     params = config.load()
     train, paths = params.train, params.paths
-    dataset = mnist.load_dataset(paths.dataset)
     provenance = read_json(paths.provenance, produced_by="download")
+    dataset = mnist.load_dataset(paths.dataset, provenance, paths.provenance)
     reproducible.configure(train.threads)  # before any CUDA work
     reproducible.seed_everything(train.seed)
     device = engine.pick_device(train.device)

@@ -11,6 +11,7 @@ import torch
 
 from benchmarks import bench, loops, pipeline
 from mnistcnn import mnist, models
+from mnistcnn.outputs import save_torch, sha256_file
 from tests.conftest import FILE_NAMES, ROOT, write_mnist
 
 
@@ -20,14 +21,15 @@ def synthetic_dataset(folder):
     for key, name in FILE_NAMES.items():
         content = mnist.decompress((folder / "raw" / name).read_bytes(), name)
         decoded[key] = mnist.decode_idx(content, key.split("_")[1], name)
-    torch.save(decoded, folder / "mnist.pt")
+    save_torch(decoded, folder / "mnist.pt")
+    (folder / "provenance.json").write_text(json.dumps({"dataset_sha256": sha256_file(folder / "mnist.pt")}))
 
 
 def test_smoke_run_writes_every_figure(tmp_path):
     synthetic_dataset(tmp_path)
     out = tmp_path / "results.json"
     command = [sys.executable, "-m", "benchmarks.bench", "--smoke", "--models", "cnn9k", "tiny10k",
-               "--dataset", str(tmp_path / "mnist.pt"), "--raw", str(tmp_path / "raw"), "--out", str(out)]
+               "--dataset", str(tmp_path / "mnist.pt"), "--provenance", str(tmp_path / "provenance.json"), "--raw", str(tmp_path / "raw"), "--out", str(out)]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())

@@ -1,6 +1,7 @@
 """The real download code against mirrors served from 127.0.0.1 and local folders."""
 
 import functools
+import json
 import http.server
 import shutil
 import threading
@@ -122,7 +123,8 @@ def test_stage_writes_its_outputs_from_the_mirror_env(mnist_dir, tmp_path, monke
     repo.mkdir()
     (repo / "params.yaml").write_text(yaml.safe_dump(params_for(digests, ["http://127.0.0.1:9/"])))
     assert run_stage(download_stage, repo, monkeypatch, env={"MNIST_MIRROR": str(folder)}) == 0
-    dataset = mnist.load_dataset(repo / "data/mnist.pt")
+    provenance = json.loads((repo / "data/provenance.json").read_text())
+    dataset = mnist.load_dataset(repo / "data/mnist.pt", provenance, "provenance.json")
     images, labels = synthetic_split(200, seed=2)  # how conftest made the test split
     assert torch.equal(dataset["test_images"], images) and torch.equal(dataset["test_labels"], labels.long())
     assert sorted(p.name for p in (repo / "data/raw").iterdir()) == sorted(FILE_NAMES.values())

@@ -52,7 +52,7 @@ def test_one_mlflow_run_holds_params_curves_metrics_dataset_and_model(repo):
         run = mlflow.get_run({card['mlflow_run_id']!r})
         client = mlflow.MlflowClient()
         model = mlflow.pyfunc.load_model({card['mlflow_model_uri']!r})
-        data = mnist.load_dataset("data/mnist.pt")
+        data = mnist.load_dataset("data/mnist.pt", json.load(open("data/provenance.json")), "data/provenance.json")
         out = model.predict(mnist.normalize(data["test_images"]).numpy())
         print(json.dumps({{
             "status": run.info.status, "artifact_uri": run.info.artifact_uri, "params": run.data.params, "metrics": run.data.metrics,
@@ -162,3 +162,22 @@ def test_plots_show_draws_the_training_curves_and_the_confusion_matrix(repo):
     sh("dvc", "plots", "show", "-o", "plots", cwd=repo, env=env)
     page = (repo / "plots/index.html").read_text()
     assert all(name in page for name in found)
+
+
+def test_evaluate_refuses_weights_with_a_flipped_byte_and_writes_no_metrics(repo):
+    repo, env, _ = repo
+    weights, metrics = repo / "models/model.pt", repo / "metrics/test.json"
+    original, scored = weights.read_bytes(), metrics.read_text()
+    damaged = bytearray(original)
+    damaged[len(damaged) // 2] ^= 0x01
+    try:
+        weights.unlink()  # a new file, not a write through a link into DVC's cache
+        weights.write_bytes(bytes(damaged))
+        result = subprocess.run([sys.executable, "-m", "stages.evaluate"], cwd=repo, env=env,
+                                capture_output=True, text=True)
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert "models/model.pt: SHA-256" in result.stderr and "models/model.json records" in result.stderr
+        assert metrics.read_text() == scored
+    finally:
+        weights.unlink()
+        weights.write_bytes(original)
