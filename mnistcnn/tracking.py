@@ -25,6 +25,7 @@ from mlflow.data.dataset_source_registry import resolve_dataset_source  # noqa: 
 from mlflow.data.meta_dataset import MetaDataset  # noqa: E402
 from mlflow.models import infer_signature  # noqa: E402
 
+from mnistcnn import owner  # noqa: E402
 from mnistcnn.config import flatten  # noqa: E402
 
 CODE_ROOT = Path(__file__).resolve().parents[1]  # the checkout running: under `dvc exp --temp`, a copy
@@ -114,15 +115,34 @@ def _status(error: BaseException) -> str:
     return "FAILED"
 
 
+def end_orphans(stage: str) -> list[str]:
+    """End as KILLED every RUNNING run in the store whose process on this host is gone; returns their ids."""
+    client = mlflow.MlflowClient()
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    found = client.search_runs(experiments, "attributes.status = 'RUNNING'", max_results=1000) if experiments else []
+    ended = []
+    for orphan in found:
+        if owner.is_gone(orphan.data.tags):
+            tags = orphan.data.tags
+            client.set_tag(orphan.info.run_id, "run.ended_by",
+                           f"process {tags[owner.PID]} on {tags[owner.HOST]} was gone (killed or lost) "
+                           f"when the {stage} stage (process {os.getpid()}) opened the store")
+            client.set_terminated(orphan.info.run_id, "KILLED")
+            ended.append(orphan.info.run_id)
+    return ended
+
+
 @contextmanager
 def run(experiment: str, stage: str, run_name: str | None = None, run_id: str | None = None) -> Iterator[str]:
     """Start (or, with `run_id`, resume) a run; it ends FINISHED, FAILED or KILLED as it truly ended."""
     mlflow.set_tracking_uri(tracking_uri())
     with _store_lock():
+        end_orphans(stage)
         experiment_id = None if run_id else _experiment_id(experiment)
         active = mlflow.start_run(run_id=run_id, experiment_id=experiment_id, run_name=run_name)
     try:
-        mlflow.set_tags({**({} if run_id else identity_tags(dict(os.environ))), f"stage.{stage}": "ran"})
+        mlflow.set_tags({**({} if run_id else identity_tags(dict(os.environ))), **owner.tags(),
+                         f"stage.{stage}": "ran"})
         yield active.info.run_id
     except BaseException as error:
         mlflow.end_run(_status(error))

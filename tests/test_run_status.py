@@ -1,6 +1,7 @@
 """MLflow runs end as they truly ended, and a stage that fails or is interrupted writes no output."""
 
 import fcntl
+import json
 import os
 import shutil
 import signal
@@ -12,7 +13,7 @@ import pytest
 import yaml
 
 from mnistcnn import tracking
-from tests.conftest import ROOT, git_commit, params_for, sh, tool_env, stored_runs, write_mnist
+from tests.conftest import ROOT, git_commit, make_repo, params_for, sh, tool_env, stored_runs, write_mnist
 
 OUTPUTS = ("models/model.pt", "models/model.json", "metrics/train.json", "metrics/train_history.json")
 
@@ -143,3 +144,55 @@ def test_stages_starting_together_on_a_new_store_all_get_their_run(tmp_path):
     assert errors == []
     runs = stored_runs(tmp_path)
     assert sorted(run["name"] for run in runs) == ["0", "1", "2"] and {r["status"] for r in runs} == {"FINISHED"}
+
+
+def wait_for_an_epoch(folder, process, timeout=120) -> None:
+    deadline = time.monotonic() + timeout
+    while not any("train/loss" in run["metrics"] for run in runs_if_any(folder)):
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+        time.sleep(0.5)
+
+
+def test_a_run_whose_process_was_killed_is_ended_as_killed_by_the_next_stage(workdir, tmp_path):
+    folder = fresh_copy(workdir, tmp_path)
+    process = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=folder, env=env_for(folder),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for_an_epoch(folder, process)
+    process.kill()  # SIGKILL: no handler runs, the run cannot end itself
+    process.wait(timeout=30)
+    killed = stored_runs(folder)[-1]
+    assert killed["status"] == "RUNNING" and killed["tags"]["run.pid"] == str(process.pid)
+
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # a run whose owner lives
+    other = tracking.owner.tags() | {"run.pid": str(live.pid), "run.pid_started": tracking.owner._started(live.pid)}
+    start = ("import sys, json, mlflow\nfrom mnistcnn import tracking\n"  # a run left RUNNING on purpose
+             "client = mlflow.MlflowClient(tracking.tracking_uri())\n"
+             "client.create_run(client.create_experiment('alive'), tags=json.loads(sys.argv[1]))\n")
+    try:
+        sh(sys.executable, "-c", start, json.dumps(other), cwd=folder, env=env_for(folder))
+        sh(sys.executable, "-c", "from mnistcnn import tracking\nwith tracking.run('next', stage='next'):\n    pass\n",
+           cwd=folder, env=env_for(folder))
+        runs = {run["id"]: run for run in stored_runs(folder)}
+        assert runs[killed["id"]]["status"] == "KILLED"
+        assert f"process {process.pid} on" in runs[killed["id"]]["tags"]["run.ended_by"]
+        assert [r["status"] for r in runs.values() if r["tags"].get("run.pid") == str(live.pid)] == ["RUNNING"]
+    finally:
+        live.kill()
+
+
+def test_dvc_repro_after_a_sigkill_of_dvc_and_its_stage_works_and_leaves_nothing_running(tmp_path):
+    repo, env = make_repo(tmp_path)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"]["epochs"] = 1000
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    dvc = subprocess.Popen(["dvc", "repro"], cwd=repo, env=env, start_new_session=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for_an_epoch(repo, dvc, timeout=180)
+    os.killpg(dvc.pid, signal.SIGKILL)  # dvc and the stage it runs, mid-epoch, as a closed laptop would
+    dvc.wait(timeout=30)
+    params["train"]["epochs"] = 1
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = sh("dvc", "repro", cwd=repo, env=env)
+    assert "Running stage 'train'" in out and (repo / "metrics/test.json").exists()
+    statuses = [run["status"] for run in stored_runs(repo)]
+    assert "RUNNING" not in statuses and statuses.count("KILLED") == 1
