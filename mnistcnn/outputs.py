@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -43,6 +44,32 @@ def _interrupts_held() -> Iterator[None]:
             signal.raise_signal(caught[0])
 
 
+# A full disk, a quota, a read-only or forbidden folder: the user's to fix, not a bug.
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
+
+
+class WriteError(DataError):
+    """An output that could not be written; `cause` is the OSError."""
+
+    def __init__(self, where: str, cause: OSError):
+        super().__init__(f"{where}: cannot write ({cause.strerror}); the previous outputs are unchanged")
+        self.cause = cause
+
+
+@contextmanager
+def _disk_errors_named(targets: Callable[[], str]) -> Iterator[None]:
+    """Turn a failed write into a WriteError naming the outputs being written (not their temporary
+    files; the outermost writer names them) and the cause, which cli prints as one line (exit 1)."""
+    try:
+        yield
+    except WriteError as err:
+        raise WriteError(targets() or str(err.cause.filename), err.cause) from None
+    except OSError as err:
+        if err.errno not in DISK_ERRORS:
+            raise
+        raise WriteError(targets() or str(err.filename), err) from None
+
+
 @contextmanager
 def atomic_outputs() -> Iterator[Callable[[str | Path], Path]]:
     """Write several outputs as one: yields `stage(path)`, which returns a temporary path beside
@@ -59,11 +86,12 @@ def atomic_outputs() -> Iterator[Callable[[str | Path], Path]]:
         return staged[path]
 
     try:
-        yield stage
-        with _interrupts_held():
-            for path, tmp in staged.items():
-                os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates owner-only files
-                os.replace(tmp, path)
+        with _disk_errors_named(lambda: ", ".join(map(str, staged))):
+            yield stage
+            with _interrupts_held():
+                for path, tmp in staged.items():
+                    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates owner-only files
+                    os.replace(tmp, path)
     finally:
         for tmp in staged.values():
             tmp.unlink(missing_ok=True)
@@ -130,13 +158,15 @@ def read_json(path: str | Path, produced_by: str) -> Any:
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield an empty staging folder beside `path`; it replaces `path` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    with _disk_errors_named(lambda: str(path)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
-        yield staging
-        os.chmod(staging, 0o777 & ~_UMASK)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(staging, path)
+        with _disk_errors_named(lambda: str(path)):
+            yield staging
+            os.chmod(staging, 0o777 & ~_UMASK)
+            if path.exists():
+                shutil.rmtree(path)
+            os.replace(staging, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -1,5 +1,6 @@
 """MLflow runs end as they truly ended, and a stage that fails or is interrupted writes no output."""
 
+import errno
 import fcntl
 import json
 import os
@@ -8,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -196,3 +198,27 @@ def test_dvc_repro_after_a_sigkill_of_dvc_and_its_stage_works_and_leaves_nothing
     assert "Running stage 'train'" in out and (repo / "metrics/test.json").exists()
     statuses = [run["status"] for run in stored_runs(repo)]
     assert "RUNNING" not in statuses and statuses.count("KILLED") == 1
+
+
+@pytest.mark.parametrize("error", [errno.ENOSPC, errno.EROFS])
+def test_a_full_disk_or_read_only_folder_fails_clearly_and_keeps_the_previous_outputs(workdir, tmp_path, error):
+    folder = fresh_copy(workdir, tmp_path)
+    params = yaml.safe_load((folder / "params.yaml").read_text())
+    params["train"]["epochs"] = 1
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh(sys.executable, "-m", "stages.train", cwd=folder, env=env_for(folder))
+    before = {path: (folder / path).read_bytes() for path in OUTPUTS}
+    fail = ("import builtins, os\nfrom mnistcnn import cli, outputs\nfrom stages import train\n"
+            "def full(path, mode='r', *args, **kwargs):\n"
+            f"    if 'w' in mode: raise OSError({error}, os.strerror({error}), str(path))\n"
+            "    return builtins.open(path, mode, *args, **kwargs)\n"
+            "outputs.open = full  # every output the stage writes, the weights first\n"
+            "cli.run(train.main)\n")
+    result = subprocess.run([sys.executable, "-c", fail], cwd=folder, env=env_for(folder),
+                            capture_output=True, text=True)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"cannot write ({os.strerror(error)}); the previous outputs are unchanged" in result.stderr
+    assert "models/model.pt" in result.stderr
+    assert {path: (folder / path).read_bytes() for path in OUTPUTS} == before
+    assert sorted(leftovers(folder)) == sorted(OUTPUTS + tuple(Path(p).name for p in OUTPUTS))
+    assert stored_runs(folder)[-1]["status"] == "FAILED"
