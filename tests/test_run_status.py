@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -77,7 +78,11 @@ def test_sigterm_mid_training_leaves_its_run_killed_and_writes_nothing(workdir, 
 
 
 def runs_if_any(folder):
-    return stored_runs(folder) if (folder / "mlruns/mlflow.db").exists() else []
+    """The store's runs, or none while it does not exist or MLflow is still creating its tables."""
+    try:
+        return stored_runs(folder) if (folder / "mlruns/mlflow.db").exists() else []
+    except sqlite3.OperationalError:  # "no such table": the schema is being built
+        return []
 
 
 def interrupt():
