@@ -7,6 +7,8 @@ VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.installed
 MLFLOW_PORT ?= 5000
+SERVER_PORT ?= 5001
+SERVER_DIR ?= server
 GATE_ARGS ?=
 RECIPE ?= quick25k
 EXP_ARGS ?=
@@ -15,7 +17,7 @@ COMPARE_ARGS ?=
 # DVC runs each stage's `python -m stages.X` through the shell: put the venv first.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro test gate exp compare bench ui lock clean
+.PHONY: install repro test gate exp compare bench ui browser server server-stop push pull lock clean
 
 install: $(STAMP)
 
@@ -28,7 +30,7 @@ $(STAMP): requirements.txt requirements.lock pyproject.toml
 repro: install
 	dvc repro
 
-test: install
+test: install browser
 	pytest
 
 gate: install
@@ -45,12 +47,33 @@ compare: install
 	dvc exp show --drop '.*' \
 	  --keep 'Experiment$$|Created$$|State$$|train\.|metrics/test|metrics/train.json:(loss|accuracy)' $(COMPARE_ARGS)
 
+# The MLflow UI, opened on the runs table of params.yaml's tracking.experiment (not MLflow 3's GenAI view).
 ui: install
-	mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT)
+	python -m mnistcnn.ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT) \
+	  --experiment "$$(python -c 'from mnistcnn.config import load; print(load().tracking.experiment)' || echo mnist-compact-cnn)"
+
+# The UI test (tests/test_ui.py) drives the real MLflow UI in headless Chromium: Debian's, installed once (as root).
+browser:
+	test -x /usr/bin/chromium || { apt-get update && apt-get install -y --no-install-recommends chromium; }
+
+# The team's MLflow tracking server on PostgreSQL (mnistcnn/server.py), its data in $(SERVER_DIR)/;
+# then MLFLOW_TRACKING_URI=http://127.0.0.1:$(SERVER_PORT) sends every stage's run there.
+server: install
+	python -m stages.server start --folder $(SERVER_DIR) --port $(SERVER_PORT)
+
+server-stop: install
+	python -m stages.server stop --folder $(SERVER_DIR)
+
+# Outputs and run-cache to and from the team's DVC remote (README: "Working as a team").
+push: install
+	dvc push --run-cache
+
+pull: install
+	dvc pull --run-cache
 
 lock: install
 	{ echo "# Every installed package, pinned: regenerate with 'make lock' after changing requirements.txt."; \
-	  $(BIN)/python -m pip freeze; } > requirements.lock
+	  $(BIN)/python -m pip freeze --exclude-editable; } > requirements.lock
 
 clean:
 	rm -rf $(VENV)

@@ -6,11 +6,12 @@ import signal
 import sys
 from typing import Callable, NoReturn
 
-from mnistcnn.outputs import DataError
 from mnistcnn.config import ParamsError
+from mnistcnn.health import ServerUnreachable
+from mnistcnn.outputs import DataError
 
-# Problems of input the user can fix; anything else is a bug and keeps its traceback.
-USER_ERRORS = (ParamsError, DataError)
+# Problems the user can fix; anything else is a bug and keeps its traceback.
+USER_ERRORS = (ParamsError, DataError, ServerUnreachable)
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
 
 

@@ -89,22 +89,28 @@ def fetch_verified(file: DataFile, candidates: list[str], timeout: float) -> tup
     raise DownloadError(f"{file.name}: no source gave a valid copy; tried\n" + "\n".join(failures))
 
 
-def download(params: Params, env: dict[str, str], raw_dir: Path) -> tuple[dict, dict]:
-    """Fetch, verify and decode every file into `raw_dir`; returns (tensors, provenance)."""
+def download(params: Params, env: dict[str, str], raw_dir: Path) -> tuple[dict, dict, dict]:
+    """Fetch, verify and decode every file into `raw_dir`; returns (tensors, provenance, where
+    each file came from).
+
+    The provenance says what the data is, never where it came from: it is a dependency of
+    train, and two people who fetched the same bytes from different mirrors must share
+    DVC's run-cache. The sources go to the MLflow run instead.
+    """
     candidates = sources(params.download.mirrors, env)
-    decoded, files = {}, {}
+    decoded, files, origins = {}, {}, {}
     for key, file in params.download.files.items():
         raw, content, source = fetch_verified(file, candidates, params.download.timeout)
         (raw_dir / file.name).write_bytes(raw)
         decoded[key] = mnist.decode_idx(content, key.split("_")[1], file.name)
-        files[key] = {"name": file.name, "source": source, "sha256": file.sha256, "count": len(decoded[key])}
+        files[key] = {"name": file.name, "sha256": file.sha256, "count": len(decoded[key])}
+        origins[key] = source
         print(f"download: {file.name} ({len(raw):,} bytes) from {source}, verified", file=sys.stderr)
     dataset = mnist.assemble(decoded)
     provenance = {
         "digest": mnist.content_sha256("".join(f["sha256"] for f in files.values()).encode()),
-        "sources": sorted({f["source"] for f in files.values()}),
         "train_samples": len(dataset["train_labels"]),
         "test_samples": len(dataset["test_labels"]),
         "files": files,
     }
-    return dataset, provenance
+    return dataset, provenance, origins

@@ -2,13 +2,20 @@
 
 The default store is a SQLite database with artifacts beside it, under `mlruns/`
 at the root of the repository DVC runs the stage for ($DVC_ROOT), else of this
-checkout; $MLFLOW_TRACKING_URI overrides it. Nothing here waits on the network:
-telemetry is off and model requirements are pinned rather than inferred.
+checkout; $MLFLOW_TRACKING_URI overrides it, for example with a team's tracking
+server (`make server`), which every stage checks answers before it does any work.
+Nothing else here waits on the network: telemetry is off and model requirements
+are pinned rather than inferred.
+
+No DVC output names a run: a run id differs from one reproduction to the next.
+The train stage tags its run with the SHA-256 of the weights it wrote, and the
+run that made a model is found by that hash, in whichever store holds it.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import subprocess
 import warnings
@@ -25,9 +32,22 @@ from mlflow.data.dataset_source_registry import resolve_dataset_source  # noqa: 
 from mlflow.data.meta_dataset import MetaDataset  # noqa: E402
 from mlflow.models import infer_signature  # noqa: E402
 
-from mnistcnn import owner  # noqa: E402
+from mnistcnn import health, owner  # noqa: E402
 from mnistcnn.config import flatten  # noqa: E402
 
+WEIGHTS_TAG = "weights.sha256"
+EXAMPLE_IMAGES = 4  # in a logged model's input example
+# How the MLflow 3 UI shows the experiment: as model training, not GenAI (traces), and with a
+# shared view (what the UI's Share button saves) whose runs table shows the columns people compare;
+# mnistcnn.ui.runs_table_url(..., view=VIEW) opens it.
+KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
+VIEW = "training"
+EXPERIMENT_TAGS = {
+    KIND_TAG: KIND,
+    f"mlflow.sharedViewState.{VIEW}": json.dumps({"selectedColumns": [
+        "metrics.`test/accuracy`", "metrics.`train/loss`", "params.`model`", "params.`param_count`",
+        "params.`lr`", "params.`epochs`", "params.`seed`"]}),
+}
 CODE_ROOT = Path(__file__).resolve().parents[1]  # the checkout running: under `dvc exp --temp`, a copy
 
 
@@ -47,6 +67,20 @@ def default_uri() -> str:
 
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
+
+
+def connect() -> str:
+    """Point MLflow at the store; a tracking server must answer first (within seconds, where
+    MLflow's own client would retry for minutes). Returns the store's URI."""
+    uri = tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        problem = health.problem(uri)
+        if problem is not None:
+            raise health.ServerUnreachable(
+                f"cannot reach the MLflow tracking server at {uri} ({problem}); nothing was written. "
+                "Start it (`make server`), or unset MLFLOW_TRACKING_URI to log to mlruns/ in this checkout")
+    mlflow.set_tracking_uri(uri)
+    return uri
 
 
 @contextmanager
@@ -72,12 +106,35 @@ def _store_lock() -> Iterator[None]:
 def _experiment_id(name: str) -> str:
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
+        for key, value in EXPERIMENT_TAGS.items():
+            if experiment.tags.get(key) != value:  # made before these tags, or by hand
+                mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
         return experiment.experiment_id
     # In the default store, artifacts sit beside the database; elsewhere the store decides.
     # (Not decided by $MLFLOW_TRACKING_URI: mlflow.set_tracking_uri sets that variable.)
     default = mlflow.get_tracking_uri() == default_uri()
     artifacts = (store_root() / "mlruns" / "artifacts").as_uri() if default else None
-    return mlflow.create_experiment(name, artifact_location=artifacts)
+    return mlflow.create_experiment(name, artifact_location=artifacts, tags=EXPERIMENT_TAGS)
+
+
+def open_experiment(name: str) -> str:
+    """The experiment's id, created (tagged for the runs view) if the store lacks it."""
+    connect()
+    with _store_lock():
+        return _experiment_id(name)
+
+
+def training_run(experiment: str, weights_sha256: str) -> str | None:
+    """The newest finished run of `experiment` that trained the weights with this SHA-256, or
+    None where this store holds none (the model was pulled from a teammate's DVC remote)."""
+    with _store_lock():  # a new SQLite store builds its tables on first access
+        found = mlflow.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    runs = mlflow.MlflowClient().search_runs(
+        [found.experiment_id], f"tags.`{WEIGHTS_TAG}` = '{weights_sha256}' AND attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0].info.run_id if runs else None
 
 
 def _git(*args: str, root: Path = CODE_ROOT) -> str | None:
@@ -135,7 +192,7 @@ def end_orphans(stage: str) -> list[str]:
 @contextmanager
 def run(experiment: str, stage: str, run_name: str | None = None, run_id: str | None = None) -> Iterator[str]:
     """Start (or, with `run_id`, resume) a run; it ends FINISHED, FAILED or KILLED as it truly ended."""
-    mlflow.set_tracking_uri(tracking_uri())
+    connect()
     with _store_lock():
         end_orphans(stage)
         experiment_id = None if run_id else _experiment_id(experiment)
@@ -162,25 +219,32 @@ def set_tags(tags: dict[str, Any]) -> None:
     mlflow.set_tags({k: str(v) for k, v in tags.items()})
 
 
-def log_provenance(provenance: dict[str, Any]) -> None:
-    """The download stage's record: where each file came from and what it contained."""
-    mlflow.log_dict(provenance, "dataset/provenance.json")
-    set_tags({"dataset.digest": provenance["digest"], "dataset.sources": ", ".join(provenance["sources"])})
+def log_provenance(provenance: dict[str, Any], origins: dict[str, str]) -> None:
+    """The download stage's record: what each file contained and where it came from."""
+    mlflow.log_dict({**provenance, "origins": origins}, "dataset/provenance.json")
+    set_tags({"dataset.digest": provenance["digest"], "dataset.sources": ", ".join(sorted(set(origins.values())))})
     log_metrics({"dataset/train_samples": provenance["train_samples"], "dataset/test_samples": provenance["test_samples"]})
 
 
-def log_dataset_input(provenance: dict[str, Any], context: str) -> None:
+def log_dataset_input(provenance: dict[str, Any], dataset_path: Path, context: str) -> None:
     """Link the dataset to the active run as an MLflow input, identified by its content digest."""
-    with warnings.catch_warnings():  # a local folder matches several source types; any will do
+    with warnings.catch_warnings():  # a local file matches several source types; any will do
         warnings.simplefilter("ignore", UserWarning)
-        source = resolve_dataset_source(provenance["sources"][0])
+        source = resolve_dataset_source(str(Path(dataset_path).resolve()))
     dataset = MetaDataset(source=source, name="mnist", digest=provenance["digest"][:16])
     mlflow.log_input(dataset, context=context, tags={"train_samples": str(provenance["train_samples"])})
     mlflow.log_dict(provenance, "dataset/provenance.json")
 
 
-def log_model(model: torch.nn.Module, example: torch.Tensor) -> str:
-    """Log `model` as an MLflow model (torch.export: loading it unpickles no code); returns its URI."""
+def run_name(train) -> str:
+    """A training run's name: what a person scanning the runs table tells runs apart by."""
+    return f"{train.model}-e{train.epochs}-s{train.seed}"
+
+
+def log_model(model: torch.nn.Module, images: torch.Tensor) -> str:
+    """Log `model` as an MLflow model (torch.export: loading it unpickles no code), a few of
+    the normalised `images` as its input example; returns its URI."""
+    example = images[:EXAMPLE_IMAGES].cpu()
     model = model.cpu().eval()
     with torch.no_grad():
         output = model(example).numpy()

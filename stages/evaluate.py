@@ -2,7 +2,11 @@
 
 Writes the DVC metrics file (accuracy as a fraction, loss, parameter count,
 per-class accuracy, confusion matrix) and per-example predictions for
-`dvc plots`, and logs the same into the MLflow run that trained the model.
+`dvc plots`, and logs the same into the MLflow run that trained the model, found
+by the weights' SHA-256. Where the store holds no such run (the model came from a
+teammate's DVC remote, or another tracking store), a new run records the model,
+its training params and curves, then the test results: every store that saw an
+evaluation holds a complete run.
 """
 
 from __future__ import annotations
@@ -24,9 +28,22 @@ def write_predictions(path, labels: torch.Tensor, predictions: torch.Tensor) -> 
         writer.writerows(zip(labels.tolist(), predictions.tolist()))
 
 
+def adopt(params, card: dict, model, images: torch.Tensor) -> None:
+    """Record, in the active new run, what the train stage records: its params, curves and model."""
+    history = read_json(params.paths.train_history, produced_by="train")
+    tracking.log_params({**config.as_dict(params.train), "dropout": card["dropout"], "param_count": card["params"]})
+    tracking.set_tags({tracking.WEIGHTS_TAG: card["weights_sha256"], "model": card["model"],
+                       "params.digest": config.digest(params.train), "dataset.digest": card["dataset_digest"],
+                       "run.adopted": "evaluate found no run that trained these weights in this store"})
+    for row in history:
+        tracking.log_metrics({"train/loss": row["loss"], "train/accuracy": row["accuracy"]}, step=row["epoch"])
+    tracking.log_model(model, images)
+
+
 def main() -> None:
     params = config.load()
     paths = params.paths
+    uri = tracking.connect()  # before any work: a tracking server that is down fails the stage in seconds
     card = read_json(paths.model_card, produced_by="train")
     model = weights.load_model(card, paths.model, paths.model_card)
     provenance = read_json(paths.provenance, produced_by="download")
@@ -41,7 +58,14 @@ def main() -> None:
     print(f"evaluate: {card['model']} test accuracy {result.accuracy:.4f}, loss {result.loss:.4f} "
           f"on {len(labels):,} images", file=sys.stderr)
 
-    with tracking.run(params.tracking.experiment, stage="evaluate", run_id=card["mlflow_run_id"]):
+    run_id = tracking.training_run(params.tracking.experiment, card["weights_sha256"])
+    if run_id is None:
+        print(f"evaluate: {uri} holds no run that trained these weights; recording them in a new run",
+              file=sys.stderr)
+    run_name = None if run_id else tracking.run_name(params.train)
+    with tracking.run(params.tracking.experiment, stage="evaluate", run_id=run_id, run_name=run_name):
+        if run_id is None:
+            adopt(params, card, model, images)
         tracking.log_metrics({"test/accuracy": result.accuracy, "test/loss": result.loss})
         tracking.log_metrics({f"test/accuracy_class_{c}": a for c, a in enumerate(per_class) if a is not None})
         figure = figures.confusion_figure(result.confusion, f"{card['model']}: test accuracy {result.accuracy:.2%}")

@@ -1,8 +1,10 @@
 """train stage: train the model params.yaml names, log it to MLflow, write its weights.
 
 Outputs (paths in params.yaml): the weights as a state dict (load it with
-`weights_only=True`), a model card naming the architecture and the MLflow run,
-the final epoch's train metrics, and the per-epoch history.
+`weights_only=True`), a model card naming the architecture and the weights'
+SHA-256, the final epoch's train metrics, and the per-epoch history. None of
+them names the MLflow run, which differs from one reproduction to the next: the
+run is tagged with the weights' SHA-256 and found by it (tracking.training_run).
 """
 
 from __future__ import annotations
@@ -13,8 +15,6 @@ from mnistcnn import cli, config, engine, mnist, models, reproducible, tracking
 from mnistcnn.outputs import atomic_outputs, read_json, save_torch, sha256_file, write_json
 from mnistcnn.schema import PathsParams
 
-EXAMPLE_IMAGES = 4  # in the MLflow model's input example
-
 
 def write_outputs(paths: PathsParams, model, card: dict, history: list[dict]) -> None:
     """The stage's four outputs, written together: all new, or (failed, interrupted) none."""
@@ -23,6 +23,7 @@ def write_outputs(paths: PathsParams, model, card: dict, history: list[dict]) ->
         weights = stage(paths.model)
         save_torch(model.cpu().state_dict(), weights)
         card = {**card, "weights_sha256": sha256_file(weights)}  # evaluate checks the weights by it
+        tracking.set_tags({tracking.WEIGHTS_TAG: card["weights_sha256"]})  # the run is found by it
         write_json(stage(paths.model_card), card)
         write_json(stage(paths.train_history), history)
         write_json(stage(paths.train_metrics), {"loss": final["loss"], "accuracy": final["accuracy"],
@@ -32,6 +33,7 @@ def write_outputs(paths: PathsParams, model, card: dict, history: list[dict]) ->
 def main() -> None:
     params = config.load()
     train, paths = params.train, params.paths
+    tracking.connect()  # before any work: a tracking server that is down fails the stage in seconds
     provenance = read_json(paths.provenance, produced_by="download")
     dataset = mnist.load_dataset(paths.dataset, provenance, paths.provenance)
     reproducible.configure(train.threads)  # before any CUDA work
@@ -49,20 +51,17 @@ def main() -> None:
         tracking.log_metrics({"train/loss": row["loss"], "train/accuracy": row["accuracy"],
                               "train/epoch_seconds": seconds}, step=row["epoch"])
 
-    run_name = f"{train.model}-e{train.epochs}-s{train.seed}"
-    with tracking.run(params.tracking.experiment, stage="train", run_name=run_name) as run_id:
+    with tracking.run(params.tracking.experiment, stage="train", run_name=tracking.run_name(train)):
         tracking.log_params({**config.as_dict(train), "dropout": dropout, "param_count": n_params})
         tracking.set_tags({**reproducible.environment(device, images), "model": train.model,
                            "params.digest": config.digest(train), "dataset.digest": provenance["digest"]})
-        tracking.log_dataset_input(provenance, context="training")
+        tracking.log_dataset_input(provenance, paths.dataset, context="training")
         print(f"train: {train.model} ({n_params:,} parameters) on {device}, "
               f"{len(labels):,} images, {train.epochs} epoch(s)", file=sys.stderr)
         history = engine.fit(model, train, images, labels, on_epoch)
-        example = mnist.normalize(dataset["test_images"][:EXAMPLE_IMAGES])
-        model_uri = tracking.log_model(model, example)
+        tracking.log_model(model, mnist.normalize(dataset["test_images"][:tracking.EXAMPLE_IMAGES]))
 
-        card = {"model": train.model, "dropout": dropout, "params": n_params,
-                "mlflow_run_id": run_id, "mlflow_model_uri": model_uri, "dataset_digest": provenance["digest"]}
+        card = {"model": train.model, "dropout": dropout, "params": n_params, "dataset_digest": provenance["digest"]}
         write_outputs(paths, model, card, history)
 
 

@@ -33,3 +33,23 @@ def test_the_pull_request_workflow_runs_the_same_targets_and_posts_the_report():
     assert "always()" in post["if"] and "gh pr comment" in post["run"]
     assert fail["if"] == "steps.gate.outcome != 'success'" and "exit 1" in fail["run"]
     assert names.index("gate") < names.index("Post the report") < len(steps) - 1
+
+
+def test_pull_requests_restore_from_the_team_remote_only_when_one_is_configured():
+    workflow = yaml.safe_load((ROOT / ".github/workflows/gate.yml").read_text())
+    job = workflow["jobs"]["gate"]
+    assert job["env"]["DVC_REMOTE_URL"] == "${{ secrets.DVC_REMOTE_URL }}"
+    names = [step.get("name") for step in job["steps"]]
+    pull = job["steps"][names.index("Pull the team's outputs and run-cache")]
+    assert pull["if"] == "env.DVC_REMOTE_URL != ''" and "make pull" in pull["run"]
+    assert pull["continue-on-error"] is True  # what the remote lacks, the pipeline makes
+    assert names.index("Pull the team's outputs and run-cache") < names.index("Pipeline")
+
+
+def test_a_push_to_main_shares_its_outputs_and_run_cache():
+    workflow = yaml.safe_load((ROOT / ".github/workflows/main.yml").read_text())
+    assert workflow[True]["push"]["branches"] == ["main"]
+    runs = [step.get("run", "") for step in workflow["jobs"]["share"]["steps"]]
+    assert [t for r in runs for t in re.findall(r"\bmake (?:pull|repro|push)\b", r)] == ["make pull", "make repro", "make push"]
+    makefile = (ROOT / "Makefile").read_text()
+    assert "\tdvc push --run-cache" in makefile and "\tdvc pull --run-cache" in makefile

@@ -40,14 +40,15 @@ def stop_workers(repo, env) -> None:
             process.kill()
 
 
-def wait_for_queue(repo, env, names) -> None:
+def wait_for_queue(repo, env, names, runs=None) -> None:
     """Wait until the named experiments' runs are complete and DVC has collected them.
 
-    The store is read directly: `dvc queue status` costs seconds of CPU on each call,
-    taken from the experiments it watches."""
+    The store is read directly (`runs()`, by default the repository's own store): `dvc queue
+    status` costs seconds of CPU on each call, taken from the experiments it watches."""
+    runs = runs or (lambda: stored_runs(repo))
     deadline = time.monotonic() + QUEUE_TIMEOUT
     for attempt in range(QUEUE_TIMEOUT):
-        done = {run["tags"].get("dvc.exp_name") for run in stored_runs(repo) if "test/accuracy" in run["metrics"]}
+        done = {run["tags"].get("dvc.exp_name") for run in runs() if "test/accuracy" in run["metrics"]}
         status = sh("dvc", "queue", "status", cwd=repo, env=env) if names <= done or attempt % 10 == 9 else ""
         assert "Failed" not in status, status
         if names <= done and not any(state in status for state in ("Queued", "Running")):
@@ -84,7 +85,7 @@ def test_a_queued_sweep_and_a_temp_run_each_leave_one_complete_run_in_the_repos_
 
     found = experiments(repo, env)
     assert {"sweep-1", "sweep-2", "temp-3"} <= set(found)
-    read = "import sys, json, dvc.api\nprint(json.loads(dvc.api.read('models/model.json', rev=sys.argv[1]))['mlflow_run_id'])"
-    for run in new:  # each experiment's model card (a DVC output) names its own run
+    read = "import sys, json, dvc.api\nprint(json.loads(dvc.api.read('models/model.json', rev=sys.argv[1]))['weights_sha256'])"
+    for run in new:  # each experiment's model card (a DVC output) names its own weights, and so its run
         rev = found[run["tags"]["dvc.exp_name"]]
-        assert sh(sys.executable, "-c", read, rev, cwd=repo, env=env).strip() == run["id"]
+        assert sh(sys.executable, "-c", read, rev, cwd=repo, env=env).strip() == run["tags"]["weights.sha256"]

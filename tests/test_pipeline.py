@@ -1,5 +1,6 @@
 """End to end: `dvc repro` in a copy of the repository, on synthetic data, as a user runs it."""
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -48,10 +49,10 @@ def test_one_mlflow_run_holds_params_curves_metrics_dataset_and_model(repo):
     metrics = json.loads((repo / "metrics/test.json").read_text())
     check = textwrap.dedent(f"""
         import json, mlflow, torch
-        from mnistcnn import mnist
-        run = mlflow.get_run({card['mlflow_run_id']!r})
+        from mnistcnn import mnist, tracking
+        run = mlflow.get_run(tracking.training_run("mnist-compact-cnn", {card['weights_sha256']!r}))
         client = mlflow.MlflowClient()
-        model = mlflow.pyfunc.load_model({card['mlflow_model_uri']!r})
+        model = mlflow.pyfunc.load_model(f"runs:/{{run.info.run_id}}/model")
         data = mnist.load_dataset("data/mnist.pt", json.load(open("data/provenance.json")), "data/provenance.json")
         out = model.predict(mnist.normalize(data["test_images"]).numpy())
         print(json.dumps({{
@@ -62,12 +63,14 @@ def test_one_mlflow_run_holds_params_curves_metrics_dataset_and_model(repo):
             "pyfunc_accuracy": (torch.as_tensor(out).argmax(1) == data["test_labels"]).double().mean().item(),
         }}))
     """)
-    tracking_env = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlruns/mlflow.db'}"}
+    tracking_env = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlruns/mlflow.db'}",
+                    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
     found = json.loads(sh(sys.executable, "-c", check, cwd=repo, env=tracking_env).strip().splitlines()[-1])
     assert found["status"] == "FINISHED"
     assert found["artifact_uri"].startswith((repo / "mlruns/artifacts").as_uri())
     assert found["params"]["model"] == "cnn9k" and found["params"]["param_count"] == "8890"
     assert found["params"]["dropout"] == "0.2" and found["params"]["lr"] == "0.01"
+    assert found["tags"]["weights.sha256"] == hashlib.sha256((repo / "models/model.pt").read_bytes()).hexdigest()
     assert found["metrics"]["test/accuracy"] == metrics["accuracy"]
     assert "train/accuracy" in found["metrics"] and found["curve"] == [1]
     tags = found["tags"]
@@ -131,23 +134,34 @@ def test_forced_rerun_gives_identical_data_model_and_metrics(repo):
     assert {path: (repo / path).read_bytes() for path in outputs} == before
 
 
+def run_of(repo, weights: bytes) -> dict:
+    """The newest finished run tagged with these weights' SHA-256, as evaluate finds it (`dvc repro -f`
+    makes a second run of the same weights)."""
+    digest = hashlib.sha256(weights).hexdigest()
+    found = [run for run in stored_runs(repo) if run["tags"].get("weights.sha256") == digest]
+    assert found and all(run["status"] == "FINISHED" for run in found), found
+    return found[-1]
+
+
 def test_a_run_cache_restore_keeps_the_link_to_the_run_that_made_the_model(repo):
     repo, env, _ = repo
     card, metrics = (repo / "models/model.json").read_text(), (repo / "metrics/test.json").read_text()
-    original = json.loads(card)["mlflow_run_id"]
+    weights = (repo / "models/model.pt").read_bytes()
+    original = run_of(repo, weights)["id"]
+    assert "run" not in card  # no run id in a DVC output: it differs between reproductions
     set_train(repo, seed=7)
     sh("dvc", "repro", cwd=repo, env=env)
-    assert json.loads((repo / "models/model.json").read_text())["mlflow_run_id"] != original
+    assert run_of(repo, (repo / "models/model.pt").read_bytes())["id"] != original
     n_runs = len(runs(repo))
 
     set_train(repo, seed=0)  # back to the params of the original run: DVC restores, runs nothing
     restored = sh("dvc", "repro", cwd=repo, env=env)
     assert "Stage 'train' is cached - skipping run" in restored and "Running stage" not in restored
-    assert (repo / "models/model.json").read_text() == card  # though the card is `cache: false`
+    assert (repo / "models/model.json").read_text() == card
     assert (repo / "metrics/test.json").read_text() == metrics
     assert len(runs(repo)) == n_runs
-    run = next(r for r in stored_runs(repo) if r["id"] == original)
-    assert run["status"] == "FINISHED" and "test/accuracy" in run["metrics"]
+    run = run_of(repo, (repo / "models/model.pt").read_bytes())
+    assert run["id"] == original and run["status"] == "FINISHED" and "test/accuracy" in run["metrics"]
 
 
 def test_plots_show_draws_the_training_curves_and_the_confusion_matrix(repo):

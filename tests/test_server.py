@@ -1,0 +1,156 @@
+"""The team's tracking server, for real: PostgreSQL and MLflow's server on 127.0.0.1, the
+pipeline logging to it, its runs read back over the REST API, a restart, and a server that is down."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+
+import pytest
+
+from mnistcnn import server
+from tests.conftest import make_repo, sh
+from tests.test_experiments import start_queue, stop_workers, wait_for_queue
+
+EXPERIMENT = "mnist-compact-cnn"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def tracking_server(tmp_path_factory):
+    """PostgreSQL and the MLflow server on free ports, their data in a temporary folder."""
+    folder = tmp_path_factory.mktemp("server")
+    started = server.start(folder, "127.0.0.1", free_port())
+    yield started
+    server.stop(folder)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, tracking_server):
+    """A repository after `dvc repro` with every stage logging to the server."""
+    repo, env = make_repo(tmp_path_factory.mktemp("repo"))
+    env = {**env, "MLFLOW_TRACKING_URI": tracking_server.url}
+    sh("dvc", "repro", cwd=repo, env=env)
+    yield repo, env
+    stop_workers(repo, env)
+
+
+def rest(url: str, endpoint: str, body: dict | None = None, **query) -> dict:
+    """One call of MLflow's REST API: GET with `query`, or POST `body` as JSON."""
+    address = f"{url}/api/2.0/mlflow/{endpoint}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(address, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
+def server_runs(url: str, filter_string: str = "") -> list[dict]:
+    """Every run of the experiment, oldest first, shaped as tests.conftest.stored_runs shapes them."""
+    experiment = rest(url, "experiments/get-by-name", experiment_name=EXPERIMENT)["experiment"]
+    found = rest(url, "runs/search", {"experiment_ids": [experiment["experiment_id"]], "filter": filter_string,
+                                      "order_by": ["attributes.start_time ASC"], "max_results": 1000})
+    return [{"id": run["info"]["run_id"], "status": run["info"]["status"], "name": run["info"]["run_name"],
+             **{key: {item["key"]: item["value"] for item in run["data"].get(key, [])}
+                for key in ("tags", "params", "metrics")}}
+            for run in found.get("runs", [])]
+
+
+def trained_run(url: str, repo) -> dict:
+    weights = json.loads((repo / "models/model.json").read_text())["weights_sha256"]
+    found = server_runs(url, f"tags.`weights.sha256` = '{weights}'")
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_the_pipeline_logs_a_complete_run_to_the_server(tracking_server, repo):
+    repo, _ = repo
+    url = tracking_server.url
+    run = trained_run(url, repo)
+    metrics = json.loads((repo / "metrics/test.json").read_text())
+    assert run["status"] == "FINISHED" and run["name"] == "cnn9k-e1-s0"
+    assert run["params"]["model"] == "cnn9k" and run["params"]["param_count"] == "8890"
+    assert run["metrics"]["test/accuracy"] == metrics["accuracy"]
+    assert run["tags"]["stage.train"] == run["tags"]["stage.evaluate"] == "ran"
+    history = rest(url, "metrics/get-history", run_id=run["id"], metric_key="train/loss")["metrics"]
+    assert [point["step"] for point in history] == [1]
+    figures = rest(url, "artifacts/list", run_id=run["id"], path="evaluation")["files"]
+    assert [f["path"] for f in figures] == ["evaluation/confusion_matrix.png"]
+    experiment = rest(url, "experiments/get-by-name", experiment_name=EXPERIMENT)["experiment"]
+    assert {"key": "mlflow.experimentKind", "value": "custom_model_development"} in experiment["tags"]
+    assert not (repo / "mlruns/mlflow.db").exists()  # nothing went to the local store
+    assert list((tracking_server.folder / "artifacts").rglob("MLmodel"))  # the server stored the model
+
+
+def test_the_logged_model_loads_from_the_server_in_a_fresh_process_and_scores_the_metrics(tracking_server, repo):
+    repo, env = repo
+    run = trained_run(tracking_server.url, repo)
+    score = (
+        "import json, sys, mlflow, torch\n"
+        "from mnistcnn import mnist\n"
+        "model = mlflow.pyfunc.load_model(f'runs:/{sys.argv[1]}/model')\n"
+        "data = mnist.load_dataset('data/mnist.pt', json.load(open('data/provenance.json')), 'data/provenance.json')\n"
+        "out = model.predict(mnist.normalize(data['test_images']).numpy())\n"
+        "print((torch.as_tensor(out).argmax(1) == data['test_labels']).double().mean().item())\n")
+    out = subprocess.run([sys.executable, "-c", score, run["id"]], cwd=repo, capture_output=True, text=True,
+                         env={**env, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})
+    assert out.returncode == 0, out.stderr
+    assert float(out.stdout.split()[-1]) == pytest.approx(json.loads((repo / "metrics/test.json").read_text())["accuracy"])
+
+
+def test_two_queued_experiments_both_land_on_the_server(tracking_server, repo):
+    repo, env = repo
+    for name, seed in (("server-1", 1), ("server-2", 2)):
+        sh("dvc", "exp", "run", "--queue", "-n", name, "-S", f"train.seed={seed}", "-S", "train.threads=1",
+           cwd=repo, env=env)
+    start_queue(repo, env, jobs=2)
+    wait_for_queue(repo, env, {"server-1", "server-2"}, runs=lambda: server_runs(tracking_server.url))
+    landed = [run for run in server_runs(tracking_server.url) if run["tags"].get("dvc.exp_name", "").startswith("server-")]
+    assert sorted(run["tags"]["dvc.exp_name"] for run in landed) == ["server-1", "server-2"]
+    assert all(run["status"] == "FINISHED" and "test/accuracy" in run["metrics"] for run in landed)
+
+
+def test_a_restart_keeps_every_run(tracking_server, repo):
+    repo, _ = repo
+    before = server_runs(tracking_server.url)
+    stopped = server.stop(tracking_server.folder)
+    assert len(stopped) == 2  # the MLflow server and PostgreSQL
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{tracking_server.url}/health", timeout=3)
+    restarted = server.start(tracking_server.folder, tracking_server.host, tracking_server.port)
+    assert server_runs(restarted.url) == before
+    assert trained_run(restarted.url, repo)["metrics"]["test/accuracy"] > 0.5
+
+
+@pytest.fixture
+def silent_port():
+    """A port that accepts connections and never answers: a server that hangs."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        yield listener.getsockname()[1]
+
+
+@pytest.mark.parametrize("kind", ["refused", "hanging"])
+def test_a_server_that_is_down_fails_each_stage_in_seconds_and_nothing_is_written(tmp_path, silent_port, kind):
+    repo, env = make_repo(tmp_path)
+    sh("dvc", "repro", "download", cwd=repo, env=env)
+    uri = f"http://127.0.0.1:{silent_port if kind == 'hanging' else free_port()}"
+    for stage in ("download", "train"):
+        started = time.monotonic()
+        result = subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=repo, capture_output=True, text=True,
+                                env={**env, "MLFLOW_TRACKING_URI": uri})
+        assert time.monotonic() - started < 10
+        assert result.returncode == 1, result.stderr
+        message = result.stderr.strip().splitlines()[-1]
+        assert message.startswith(f"error: cannot reach the MLflow tracking server at {uri}")
+        assert "make server" in message and "MLFLOW_TRACKING_URI" in message
+    assert not (repo / "models").exists() and not (repo / "metrics").exists()
+    assert sh("dvc", "status", "download", cwd=repo, env=env).strip().endswith("up to date.")
