@@ -9,6 +9,7 @@ STAMP := $(VENV)/.installed
 MLFLOW_PORT ?= 5000
 SERVER_PORT ?= 5001
 SERVER_DIR ?= server
+SERVE_PORT ?= 5002
 GATE_ARGS ?=
 RECIPE ?= quick25k
 EXP_ARGS ?=
@@ -17,7 +18,7 @@ COMPARE_ARGS ?=
 # DVC runs each stage's `python -m stages.X` through the shell: put the venv first.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro test gate exp compare bench ui browser server server-stop push pull lock clean
+.PHONY: install repro test gate promote serve exp compare bench ui browser server server-stop push pull lock clean
 
 install: $(STAMP)
 
@@ -35,6 +36,14 @@ test: install browser
 
 gate: install
 	python -m stages.gate $(GATE_ARGS)
+
+# After a passing gate: register the model in the MLflow Model Registry, move its alias (stages/promote.py).
+promote: install
+	python -m stages.promote
+
+# MLflow's scoring server for the registry's champion, or MODEL_URI=...; bound to 127.0.0.1.
+serve: install
+	python -m stages.serve --port $(SERVE_PORT)
 
 exp: install  # one experiment from a recipe: make exp RECIPE=tiny10k EXP_ARGS="-S train.seed=1"
 	flags="$$(python -m stages.recipe $(RECIPE))" && dvc exp run $$flags $(EXP_ARGS)

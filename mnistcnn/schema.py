@@ -8,6 +8,7 @@ select from: models, optimisers, schedules.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
@@ -150,6 +151,23 @@ class GateParams(_Section):
     max_accuracy_drop: _number(0, 100, hint="percentage points")  # below the baseline's test accuracy
 
 
+def _alias(alias: str) -> str:
+    """MLflow reserves `latest` and `v<number>` (a version) as aliases."""
+    if alias == "latest" or re.fullmatch(r"v\d+", alias):
+        raise ValueError(f"'{alias}' is reserved by MLflow: choose another alias")
+    return alias
+
+
+class PromoteParams(_Section):
+    """Where `make promote` registers a model that passed the gate; no pipeline stage depends on it."""
+
+    model_name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$",
+                                     description="a registered model name: letters, digits, '_', '.', '-'")]
+    alias: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,99}$",
+                                description="an alias: letters, digits, '_', '-', not 'latest' or v<number>"),
+                     AfterValidator(_alias)]
+
+
 class PathsParams(_Section):
     """Every file a stage reads or writes; dvc.yaml names the same ones via ${paths.*}."""
 
@@ -183,4 +201,5 @@ class Params(_Section):
     evaluate: EvaluateParams
     tracking: TrackingParams
     gate: GateParams
+    promote: PromoteParams
 

@@ -51,5 +51,7 @@ def test_a_push_to_main_shares_its_outputs_and_run_cache():
     assert workflow[True]["push"]["branches"] == ["main"]
     runs = [step.get("run", "") for step in workflow["jobs"]["share"]["steps"]]
     assert [t for r in runs for t in re.findall(r"\bmake (?:pull|repro|push)\b", r)] == ["make pull", "make repro", "make push"]
+    promote = workflow["jobs"]["share"]["steps"][-1]
+    assert promote["if"] == "env.MLFLOW_TRACKING_URI != ''" and promote["run"] == "make gate && make promote"
     makefile = (ROOT / "Makefile").read_text()
     assert "\tdvc push --run-cache" in makefile and "\tdvc pull --run-cache" in makefile

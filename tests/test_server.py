@@ -12,7 +12,7 @@ import urllib.request
 import pytest
 
 from mnistcnn import server
-from tests.conftest import make_repo, sh
+from tests.conftest import git_commit, make_repo, sh
 from tests.test_experiments import start_queue, stop_workers, wait_for_queue
 
 EXPERIMENT = "mnist-compact-cnn"
@@ -154,3 +154,16 @@ def test_a_server_that_is_down_fails_each_stage_in_seconds_and_nothing_is_writte
         assert "make server" in message and "MLFLOW_TRACKING_URI" in message
     assert not (repo / "models").exists() and not (repo / "metrics").exists()
     assert sh("dvc", "status", "download", cwd=repo, env=env).strip().endswith("up to date.")
+
+
+def test_promote_registers_the_model_on_the_server_once(tracking_server, repo):
+    repo, env = repo
+    git_commit(repo, "reproduced against the server")  # promote names a commit: results committed
+    for attempt in range(2):
+        result = subprocess.run([sys.executable, "-m", "stages.promote"], cwd=repo, env=env, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+    model = rest(tracking_server.url, "registered-models/get", name=EXPERIMENT)["registered_model"]
+    assert [v["version"] for v in model["latest_versions"]] == ["1"]  # the second promote made none
+    assert model["aliases"] == [{"alias": "champion", "version": "1"}]
+    version = rest(tracking_server.url, "model-versions/get", name=EXPERIMENT, version="1")["model_version"]
+    assert version["run_id"] == trained_run(tracking_server.url, repo)["id"]
