@@ -18,7 +18,7 @@ COMPARE_ARGS ?=
 # DVC runs each stage's `python -m stages.X` through the shell: put the venv first.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro test gate promote serve exp compare bench ui browser server server-stop push pull lock clean
+.PHONY: install repro test gate promote serve exp compare bench bench-e2e ui browser server server-stop push pull lock clean
 
 install: $(STAMP)
 
@@ -48,8 +48,11 @@ serve: install
 exp: install  # one experiment from a recipe: make exp RECIPE=tiny10k EXP_ARGS="-S train.seed=1"
 	flags="$$(python -m stages.recipe $(RECIPE))" && dvc exp run $$flags $(EXP_ARGS)
 
-bench: install  # the side-by-side benchmark: about 15 minutes on 2 cores
+bench: install  # the side-by-side benchmark, then experiments end to end: about 30 minutes on 2 cores
 	python -m benchmarks.bench
+
+bench-e2e: install  # only the end-to-end part: experiments broken down, against the plain script
+	python -m benchmarks.e2e
 
 # Experiments side by side: the train params and the metrics, none of the paths or mirrors.
 compare: install

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import loops, pipeline
+from benchmarks import e2e, loops, pipeline
 from mnistcnn import config, engine, recipes
 
 # (model, loop, hyperparameters): the recipe file whose train section is used, with the model swapped in.
@@ -106,17 +106,19 @@ def main() -> None:
     for cell, spec, result in zip(configs, specs, results):
         reference = next((r for r in rows if r["model"] == cell[0] and r["loop"] == "reference"), None)
         rows.append(summarise(*cell, spec, result, matmul, reference and reference["images_per_s"]))
-    timings = None
+    timings = end_to_end = None
     if not args.smoke:
         with tempfile.TemporaryDirectory() as tmp:
             print("bench: timing dvc repro and MLflow in a scratch copy", file=sys.stderr)
             repo = pipeline.scratch_copy(Path.cwd(), Path(tmp), [paths.raw, paths.dataset, paths.provenance])
             timings = pipeline.measure(repo, paths.raw, repeats)
+            print("bench: experiments end to end against the plain script (benchmarks/e2e.py)", file=sys.stderr)
+            end_to_end = e2e.measure(repo, paths.raw, repeats)
     report = {
         "machine": {"cpu": engine.cpu_name(), "cores": os.cpu_count(), "threads": args.threads,
                     "torch": torch.__version__, "python": platform.python_version(), "device": results[0][0]["device"]},
         "matmul_gflops": matmul / 1e9, "repeats": repeats, "smoke": args.smoke, "rows": rows,
-        "pipeline": timings,
+        "pipeline": timings, "end_to_end": end_to_end,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
@@ -126,6 +128,7 @@ def main() -> None:
         print(f"\ndvc repro, nothing changed: {timings['noop_repro_seconds']:.1f} s; train + evaluate forced: "
               f"{timings['train_evaluate_repro_seconds']:.1f} s; MLflow {timings['mlflow_share']:.1%} "
               f"of the train stage ({timings['mlflow_seconds']:.1f} of {timings['train_stage_seconds']:.1f} s)")
+        print(f"\n{e2e.table(end_to_end)}")
 
 
 if __name__ == "__main__":

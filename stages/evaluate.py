@@ -16,7 +16,7 @@ import sys
 
 import torch
 
-from mnistcnn import cli, config, engine, figures, mnist, models, reproducible, tracking, weights
+from mnistcnn import cli, config, engine, figures, mnist, models, phases, reproducible, tracking, weights
 from mnistcnn.outputs import atomic_outputs, read_json, write_json
 
 
@@ -52,12 +52,14 @@ def main() -> None:
     device = engine.pick_device(params.train.device)
     images = mnist.normalize(dataset["test_images"]).to(device)
     labels = dataset["test_labels"].to(device)
+    phases.mark("data and model")
     result = engine.evaluate(model.to(device), images, labels, params.evaluate.batch_size)
     per_class = engine.per_class_accuracy(result.confusion)
     metrics = {"accuracy": result.accuracy, "loss": result.loss, "params": models.count_parameters(model)}
     print(f"evaluate: {card['model']} test accuracy {result.accuracy:.4f}, loss {result.loss:.4f} "
           f"on {len(labels):,} images", file=sys.stderr)
 
+    phases.mark("evaluation")
     run_id = tracking.training_run(params.tracking.experiment, card["weights_sha256"])
     if run_id is None:
         print(f"evaluate: {uri} holds no run that trained these weights; recording them in a new run",
@@ -68,13 +70,17 @@ def main() -> None:
             adopt(params, card, model, images)
         tracking.log_metrics({"test/accuracy": result.accuracy, "test/loss": result.loss})
         tracking.log_metrics({f"test/accuracy_class_{c}": a for c, a in enumerate(per_class) if a is not None})
+        phases.mark("mlflow: find and resume the run, metrics")
         figure = figures.confusion_figure(result.confusion, f"{card['model']}: test accuracy {result.accuracy:.2%}")
         tracking.log_figure(figure, "evaluation/confusion_matrix.png")
         figures.close(figure)
+        phases.mark("confusion figure")
         with atomic_outputs() as stage:  # both, or neither
             write_predictions(stage(paths.predictions), labels.cpu(), result.predictions)
             write_json(stage(paths.test_metrics), {**metrics, "per_class_accuracy": per_class,
                                                    "confusion": result.confusion.tolist()})
+        phases.mark("outputs")
+    phases.mark("mlflow: run end")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from mnistcnn import cli, config, engine, mnist, models, reproducible, tracking
+from mnistcnn import cli, config, engine, mnist, models, phases, reproducible, tracking
 from mnistcnn.outputs import atomic_outputs, read_json, save_torch, sha256_file, write_json
 from mnistcnn.schema import PathsParams
 
@@ -41,6 +41,7 @@ def main() -> None:
     device = engine.pick_device(train.device)
     images = mnist.normalize(dataset["train_images"]).to(device)
     labels = dataset["train_labels"].to(device)
+    phases.mark("data")
     model = models.build(train.model, train.dropout).to(device)
     n_params = models.count_parameters(model)
     dropout = models.resolve_dropout(train.model, train.dropout)
@@ -58,11 +59,16 @@ def main() -> None:
         tracking.log_dataset_input(provenance, paths.dataset, context="training")
         print(f"train: {train.model} ({n_params:,} parameters) on {device}, "
               f"{len(labels):,} images, {train.epochs} epoch(s)", file=sys.stderr)
+        phases.mark("mlflow: run start, params, dataset")
         history = engine.fit(model, train, images, labels, on_epoch)
+        phases.mark("training loop")
         tracking.log_model(model, mnist.normalize(dataset["test_images"][:tracking.EXAMPLE_IMAGES]))
+        phases.mark("mlflow: model export and logging")
 
         card = {"model": train.model, "dropout": dropout, "params": n_params, "dataset_digest": provenance["digest"]}
         write_outputs(paths, model, card, history)
+        phases.mark("outputs")
+    phases.mark("mlflow: run end")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,44 @@
+"""Where a stage process's wall time goes, for the benchmark: start-up and imports, then named phases.
+
+A stage marks the end of each phase (`phases.mark("training loop")`); mnistcnn.cli
+marks the end of the imports and, when $MNISTCNN_PHASES names a file, appends one
+JSON line per stage process to it at exit: the process's start, each phase's end,
+its own end (wall-clock seconds since the epoch, comparable across processes).
+Without that variable, which only `make bench` sets, nothing is written anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import psutil
+
+ENV = "MNISTCNN_PHASES"
+_marks: list[tuple[str, float]] = []
+
+
+def mark(phase: str) -> None:
+    """The phase named `phase` ends now (it began where the previous one ended)."""
+    _marks.append((phase, time.time()))
+
+
+def record(stage: str) -> None:
+    """Append this process's phases to $MNISTCNN_PHASES, if set."""
+    path = os.environ.get(ENV)
+    if not path:
+        return
+    line = {"stage": stage, "started": psutil.Process().create_time(), "marks": _marks, "ended": time.time()}
+    with open(path, "a") as handle:
+        handle.write(json.dumps(line) + "\n")
+
+
+def breakdown(line: dict) -> dict[str, float]:
+    """Seconds per phase of one recorded process: start-up and imports, each phase, then the rest."""
+    seconds, previous = {}, line["started"]
+    for phase, at in line["marks"]:
+        seconds[phase] = seconds.get(phase, 0.0) + at - previous
+        previous = at
+    seconds["exit"] = line["ended"] - previous
+    return seconds
