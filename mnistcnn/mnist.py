@@ -13,7 +13,6 @@ import zlib
 from pathlib import Path
 
 import torch
-from torchvision.datasets.mnist import read_image_file, read_label_file
 
 from mnistcnn.outputs import DataError, missing_output, verify_sha256
 
@@ -45,6 +44,10 @@ def content_sha256(content: bytes) -> str:
 
 def decode_idx(content: bytes, kind: str, name: str) -> torch.Tensor:
     """Decode decompressed IDX bytes: `kind` is "images" (N, 28, 28) uint8 or "labels" (N,) int64."""
+    # Imported here: only the download stage decodes, and torchvision costs the stages that
+    # merely read the decoded tensors over a second of start-up.
+    from torchvision.datasets.mnist import read_image_file, read_label_file  # noqa: PLC0415
+
     reader = read_image_file if kind == "images" else read_label_file
     with tempfile.TemporaryDirectory() as tmp:  # torchvision's reader takes a path
         path = Path(tmp) / "idx"
