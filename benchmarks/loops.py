@@ -15,7 +15,9 @@ import resource
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from torch.nn import functional as F
@@ -26,14 +28,21 @@ from torchvision import datasets, transforms
 from mnistcnn import config, engine, mnist, models, reproducible
 
 
-def reference_epoch(model, optimizer, raw: Path, batch_size: int, limit: int | None) -> float:
-    """One epoch the reference way over torchvision's MNIST (decoded from `raw`); returns seconds."""
+@contextmanager
+def torchvision_mnist(raw: Path) -> Iterator[tuple[str, transforms.Compose]]:
+    """A temporary root holding the `raw` .gz files decompressed where torchvision's MNIST looks,
+    and the reference scripts' per-image transform."""
     with tempfile.TemporaryDirectory() as root:
         folder = Path(root, "MNIST", "raw")
         folder.mkdir(parents=True)
         for gz in raw.glob("*.gz"):
             (folder / gz.stem).write_bytes(gzip.decompress(gz.read_bytes()))
-        transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((mnist.MEAN,), (mnist.STD,))])
+        yield root, transforms.Compose([transforms.ToTensor(), transforms.Normalize((mnist.MEAN,), (mnist.STD,))])
+
+
+def reference_epoch(model, optimizer, raw: Path, batch_size: int, limit: int | None) -> float:
+    """One epoch the reference way over torchvision's MNIST (decoded from `raw`); returns seconds."""
+    with torchvision_mnist(raw) as (root, transform):
         dataset = datasets.MNIST(root, train=True, download=False, transform=transform)
         if limit:
             dataset = Subset(dataset, range(limit))

@@ -8,27 +8,21 @@ no DVC, no MLflow, nothing written. `python -m benchmarks.reference_script RAW_D
 
 from __future__ import annotations
 
-import gzip
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
-from torchvision import datasets, transforms
+from torchvision import datasets
 
-from mnistcnn import mnist, models
+from benchmarks.loops import torchvision_mnist
+from mnistcnn import models
 
 
 def main(raw: Path, model_name: str = "cnn24k", lr: float = 1e-3, batch_size: int = 64) -> float:
     torch.manual_seed(0)
-    with tempfile.TemporaryDirectory() as root:
-        folder = Path(root, "MNIST", "raw")
-        folder.mkdir(parents=True)
-        for gz in raw.glob("*.gz"):
-            (folder / gz.stem).write_bytes(gzip.decompress(gz.read_bytes()))
-        transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((mnist.MEAN,), (mnist.STD,))])
+    with torchvision_mnist(raw) as (root, transform):
         train = DataLoader(datasets.MNIST(root, train=True, transform=transform), batch_size=batch_size, shuffle=True)
         test = DataLoader(datasets.MNIST(root, train=False, transform=transform), batch_size=1000)
         model = models.build(model_name)
