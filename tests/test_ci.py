@@ -51,7 +51,11 @@ def test_a_push_to_main_shares_its_outputs_and_run_cache():
     assert workflow[True]["push"]["branches"] == ["main"]
     runs = [step.get("run", "") for step in workflow["jobs"]["share"]["steps"]]
     assert [t for r in runs for t in re.findall(r"\bmake (?:pull|repro|push)\b", r)] == ["make pull", "make repro", "make push"]
-    promote = workflow["jobs"]["share"]["steps"][-1]
+    share = workflow["jobs"]["share"]
+    assert "DVC_REMOTE_CONFIGURED" in share["if"] and "MLFLOW_TRACKING_URI" in share["if"]
+    pushes = [step for step in share["steps"] if "make push" in step.get("run", "")]
+    assert pushes and all(step["if"] == "vars.DVC_REMOTE_CONFIGURED == 'true'" for step in pushes)
+    promote = share["steps"][-1]
     assert promote["if"] == "env.MLFLOW_TRACKING_URI != ''" and promote["run"] == "make gate && make promote"
     makefile = (ROOT / "Makefile").read_text()
     assert "\tdvc push --run-cache" in makefile and "\tdvc pull --run-cache" in makefile
