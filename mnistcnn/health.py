@@ -5,6 +5,7 @@ from __future__ import annotations
 import urllib.error
 import urllib.request
 
+
 class ServerUnreachable(Exception):
     """The tracking server named by $MLFLOW_TRACKING_URI does not answer."""
 

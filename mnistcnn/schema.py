@@ -167,6 +167,11 @@ class PromoteParams(_Section):
                                 description="an alias: letters, digits, '_', '-', not 'latest' or v<number>"),
                      AfterValidator(_alias)]
 
+    @property
+    def model_uri(self) -> str:
+        """The promoted model: what `make serve` serves and `stages.predict` uses by default."""
+        return f"models:/{self.model_name}@{self.alias}"
+
 
 class PathsParams(_Section):
     """Every file a stage reads or writes; dvc.yaml names the same ones via ${paths.*}."""

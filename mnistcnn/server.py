@@ -79,13 +79,13 @@ def _postgres(folder: Path) -> str:
     return postgres.get_uri(DATABASE).replace("postgresql://", "postgresql+psycopg2://", 1)
 
 
-def _running(folder: Path) -> psutil.Process | None:
-    """The MLflow server started from `folder`, while it runs."""
+def _running(folder: Path) -> tuple[psutil.Process, dict] | None:
+    """The MLflow server started from `folder` and its record (address, start), while it runs."""
     try:
         record = json.loads(_record(folder).read_text())
         process = psutil.Process(record["pid"])
         if f"{process.create_time():.2f}" == record["started"]:  # not a reused process id
-            return process
+            return process, record
     except (OSError, ValueError, KeyError, psutil.NoSuchProcess):
         pass
     return None
@@ -98,11 +98,11 @@ def start(folder: Path, host: str, port: int, workers: int = 2) -> Server:
     server = Server(folder, host, port)
     running = _running(folder)
     if running is not None:
-        record = json.loads(_record(folder).read_text())
+        process, record = running
         server = Server(folder, record["host"], record["port"])
         if health.check(server.url):
             return server
-        raise ServerError(f"the MLflow server of {folder} (process {running.pid}) does not answer at "
+        raise ServerError(f"the MLflow server of {folder} (process {process.pid}) does not answer at "
                           f"{server.url}: see {folder / 'mlflow.log'}, or stop it with `make server-stop`")
     if health.check(server.url):
         raise ServerError(f"port {port} on {host} already has a server: choose another with MLFLOW_PORT=...")
@@ -142,8 +142,9 @@ def stop(folder: Path) -> list[str]:
     returns what was stopped."""
     folder = folder.resolve()
     stopped = []
-    process = _running(folder)
-    if process is not None:
+    running = _running(folder)
+    if running is not None:
+        process, _ = running
         _end(process, signal.SIGTERM, group=True)
         stopped.append(f"MLflow server (process {process.pid})")
     _record(folder).unlink(missing_ok=True)

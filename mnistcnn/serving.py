@@ -20,9 +20,9 @@ Input the model cannot score (wrong shape or type, NaN or infinite values, value
 outside [0, 255], no images, more than MAX_BATCH) raises an MlflowException that the
 scoring server answers with HTTP 400 and a message saying what was wrong.
 
-Beside mnistcnn.tracking, this is the one module that imports mlflow: the served
-model is an MLflow class, and runs where mnistcnn.tracking (pydantic, the store) is
-not needed.
+It imports mlflow itself, beside mnistcnn.tracking (the stages' door to it): the
+served model is an MLflow class, and loads where mnistcnn.tracking (the store, the
+run bookkeeping) is not needed.
 """
 
 from __future__ import annotations
@@ -41,15 +41,15 @@ from mlflow.pyfunc import PythonModel
 from mlflow.types import ColSpec, Schema, TensorSpec
 from mlflow.types.schema import Array
 
-from mnistcnn import weights
+from mnistcnn import mnist, weights
 from mnistcnn.outputs import DataError
 
 NAME = "served"  # the model's name in its run
 MAX_BATCH = 1024  # images per request: bounds one request's memory and time
-IMAGE_SIZE, PIXEL_MAX = 28, 255
+PIXEL_MAX = 255
 CODE_FILE = Path(__file__).with_name("served_model.py")
 SIGNATURE = ModelSignature(
-    inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, IMAGE_SIZE, IMAGE_SIZE))]),
+    inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, mnist.IMAGE_SIZE, mnist.IMAGE_SIZE))]),
     outputs=Schema([ColSpec("long", "digit"), ColSpec(Array("double"), "probabilities")]),
 )
 
@@ -65,7 +65,7 @@ def check_images(images) -> np.ndarray:
         raise invalid(f"expected an array of images, got {type(images).__name__}")
     if images.dtype.kind not in "uif":  # unsigned, signed, float: no bool, complex, str or object
         raise invalid(f"pixel values must be numbers, got dtype {images.dtype}")
-    if images.ndim != 3 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+    if images.ndim != 3 or images.shape[1:] != (mnist.IMAGE_SIZE, mnist.IMAGE_SIZE):
         raise invalid(f"expected a batch of 28x28 images, shape (N, 28, 28), got shape {images.shape} "
                       "(send one image as a batch of one)")
     if len(images) == 0:
@@ -103,15 +103,13 @@ class DigitClassifier(PythonModel):
 
 def example_images() -> np.ndarray:
     """One raw-pixel image, a vertical stroke (a "1"): the logged model's input example."""
-    image = np.zeros((1, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+    image = np.zeros((1, mnist.IMAGE_SIZE, mnist.IMAGE_SIZE), dtype=np.float32)
     image[0, 4:24, 13:15] = PIXEL_MAX
     return image
 
 
 def log_served_model(weights_path: str | Path, card_path: str | Path) -> str:
     """Log the served model, built from these weights and card, into the active run; returns its URI."""
-    from mnistcnn import mnist  # here, not above: the served model itself loads without torchvision
-
     info = mlflow.pyfunc.log_model(
         name=NAME,
         python_model=str(CODE_FILE),

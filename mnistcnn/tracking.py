@@ -70,10 +70,17 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
 
 
+_connected: str | None = None  # the store this process last connected to
+
+
 def connect() -> str:
     """Point MLflow at the store; a tracking server must answer first (within seconds, where
-    MLflow's own client would retry for minutes). Returns the store's URI."""
+    MLflow's own client would retry for minutes). Returns the store's URI. A stage connects
+    before any work, then again as each run opens: the server is asked once per store."""
+    global _connected
     uri = tracking_uri()
+    if uri == _connected:
+        return uri
     if uri.startswith(("http://", "https://")):
         problem = health.problem(uri)
         if problem is not None:
@@ -81,6 +88,7 @@ def connect() -> str:
                 f"cannot reach the MLflow tracking server at {uri} ({problem}); nothing was written. "
                 "Start it (`make server`), or unset MLFLOW_TRACKING_URI to log to mlruns/ in this checkout")
     mlflow.set_tracking_uri(uri)
+    _connected = uri
     return uri
 
 

@@ -86,10 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         file_names, images = read_file(path)
         names += file_names
         batches.append(images)
-    uri = args.model
-    if uri is None:
-        promote = config.load().promote
-        uri = f"models:/{promote.model_name}@{promote.alias}"
+    uri = args.model or config.load().promote.model_uri
 
     from mnistcnn import serving, tracking  # MLflow loads here, once every file has been read
 

@@ -17,11 +17,6 @@ import sys
 from mnistcnn import config, tracking, ui
 
 
-def default_model() -> str:
-    promote = config.load().promote
-    return f"models:/{promote.model_name}@{promote.alias}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m stages.serve", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=os.environ.get("MODEL_URI") or None,
@@ -29,7 +24,7 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1", help="the interface to bind (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=5002)
     args = parser.parse_args()
-    model = args.model or default_model()
+    model = args.model or config.load().promote.model_uri
     os.environ["MLFLOW_TRACKING_URI"] = tracking.tracking_uri()  # models:/ resolves in the project's store
     bin_dir = os.path.dirname(sys.executable)  # mlflow starts `uvicorn` by name: this environment's
     os.environ["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", "")])

@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import os
 import shutil
+import socket
 import sqlite3
 import struct
 import subprocess
@@ -75,6 +76,13 @@ def params_for(digests: dict[str, str], mirrors: list[str], **train) -> dict:
 def mnist_dir(tmp_path) -> tuple[Path, dict[str, str]]:
     folder = tmp_path / "mirror"
     return folder, write_mnist(folder)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def sh(*args, cwd, env=None) -> str:

@@ -15,8 +15,7 @@ import torch
 import yaml
 
 from mnistcnn import mnist
-from tests.conftest import git_commit, make_repo, sh
-from tests.test_server import free_port
+from tests.conftest import free_port, git_commit, make_repo, sh
 
 NAME, ALIAS = "mnist-compact-cnn", "champion"
 

@@ -12,16 +12,10 @@ import urllib.request
 import pytest
 
 from mnistcnn import server
-from tests.conftest import git_commit, make_repo, sh
+from tests.conftest import free_port, git_commit, make_repo, sh
 from tests.test_experiments import start_queue, stop_workers, wait_for_queue
 
 EXPERIMENT = "mnist-compact-cnn"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

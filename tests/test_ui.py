@@ -8,17 +8,16 @@ import html
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import mlflow
 import pytest
 
-from mnistcnn import tracking, ui
+from mnistcnn import health, tracking, ui
+from tests.conftest import free_port
 
 EXPERIMENT = "mnist-compact-cnn"
 RUNS = {"quick25k-e1-s0": 0.9871, "cnn24k-e1-s1": 0.9923}  # run name: test accuracy
@@ -38,22 +37,13 @@ def build_store(uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
         client.set_terminated(run_id, "FINISHED")
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def wait_until_healthy(url: str, server: subprocess.Popen, log: Path, timeout: float = 90) -> None:
     """Return once the server answers /health; fail with its log if it exits or never answers."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and server.poll() is None:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
+        if health.check(url, timeout=2):
+            return
+        time.sleep(0.3)
     pytest.fail(f"MLflow server at {url} never answered /health:\n{log.read_text()[-3000:]}")
 
 
