@@ -10,6 +10,9 @@ from __future__ import annotations
 import os
 import platform
 import random
+import warnings
+from contextlib import contextmanager
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -27,8 +30,11 @@ def configure(threads: int) -> int:
     if threads:
         torch.set_num_threads(threads)
     # warn_only: some CUDA kernels (adaptive average pooling's backward) have no deterministic
-    # version; they warn rather than stop the run. On the CPU every kernel used here is deterministic.
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    # version; they warn rather than stop the run (`nondeterministic_kernels` records which ran).
+    # On the CPU every kernel used here is deterministic. The flag is set where the kernels read
+    # it: torch.use_deterministic_algorithms also imports the Inductor compiler to set its own
+    # flag, 0.8 s of every stage's start-up on 2 cores, and nothing here compiles.
+    torch._C._set_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark = False  # benchmarking picks kernels by timing, which varies
     torch.backends.cudnn.deterministic = True
     # Values below ~1e-38 (Adam's second moments of nearly idle weights, for one) take CPUs a
@@ -36,6 +42,34 @@ def configure(threads: int) -> int:
     # 2-core machine. Deterministic, and far below anything that moves a weight.
     torch.set_flush_denormal(True)
     return torch.get_num_threads()
+
+
+NONDETERMINISTIC = " does not have a deterministic implementation"  # torch's warning, after the op's name
+
+
+@contextmanager
+def nondeterministic_kernels() -> Iterator[set[str]]:
+    """Collect the names of the ops that ran without a deterministic kernel inside the block.
+
+    Under `warn_only=True` such an op (adaptive average pooling's backward on CUDA) warns and
+    runs; a run that used one cannot claim bitwise reproducibility. Other warnings pass through.
+    """
+    found: set[str] = set()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield found
+    for warning in caught:
+        text = str(warning.message)
+        if NONDETERMINISTIC in text:
+            found.add(text.split(NONDETERMINISTIC)[0])
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+
+
+def determinism(kernels: set[str]) -> dict[str, str]:
+    """The `env.*` tags saying whether a run was deterministic, given the ops that were not."""
+    return {"env.deterministic": str(torch.are_deterministic_algorithms_enabled() and not kernels).lower(),
+            "env.nondeterministic_kernels": ", ".join(sorted(kernels)) or "none"}
 
 
 def seed_everything(seed: int) -> None:
@@ -62,6 +96,6 @@ def environment(device: torch.device, images: torch.Tensor) -> dict[str, str]:
         "env.cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the SIMD kernels torch picked
         "env.threads": str(torch.get_num_threads()),
         "env.memory_format": memory_format(images),
-        "env.deterministic": str(torch.are_deterministic_algorithms_enabled()).lower(),
+        **determinism(set()),  # until training shows otherwise
         "env.platform": platform.platform(),
     }

@@ -60,7 +60,12 @@ def main() -> None:
         print(f"train: {train.model} ({n_params:,} parameters) on {device}, "
               f"{len(labels):,} images, {train.epochs} epoch(s)", file=sys.stderr)
         phases.mark("mlflow: run start, params, dataset")
-        history = engine.fit(model, train, images, labels, on_epoch)
+        with reproducible.nondeterministic_kernels() as kernels:
+            history = engine.fit(model, train, images, labels, on_epoch)
+        if kernels:
+            print(f"train: ran without a deterministic kernel: {', '.join(sorted(kernels))}; "
+                  "the weights may differ between runs", file=sys.stderr)
+            tracking.set_tags(reproducible.determinism(kernels))
         phases.mark("training loop")
         tracking.log_model(model, mnist.normalize(dataset["test_images"][:tracking.EXAMPLE_IMAGES]))
         phases.mark("mlflow: model export and logging")

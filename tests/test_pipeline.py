@@ -80,6 +80,7 @@ def test_one_mlflow_run_holds_params_curves_metrics_dataset_and_model(repo):
     assert tags["params.digest"] == config.digest(train)
     assert tags["dataset.digest"] == json.loads((repo / "data/provenance.json").read_text())["digest"]
     assert tags["env.threads"].isdigit() and tags["env.deterministic"] == "true"
+    assert tags["env.nondeterministic_kernels"] == "none"  # every CPU kernel used has a deterministic version
     assert tags["env.memory_format"] == "contiguous" and tags["env.device"] == "cpu"
     assert found["inputs"] == ["mnist"]
     assert found["artifacts"] == ["evaluation/confusion_matrix.png"]

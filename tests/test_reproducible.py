@@ -1,5 +1,9 @@
 """Same params, seed, machine and thread count: the same weights file, byte for byte."""
 
+import subprocess
+import sys
+import warnings
+
 import pytest
 import torch
 
@@ -42,6 +46,31 @@ def test_configure_sets_the_thread_count_params_name_and_zero_keeps_the_default(
     assert torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.benchmark
     torch.set_num_threads(default)
     assert reproducible.configure(0) == default
+
+
+def test_configure_does_not_import_the_compiler():
+    # torch.use_deterministic_algorithms imports Inductor (0.8 s of each stage's start-up); configure must not
+    check = ("import sys, torch\nfrom mnistcnn import reproducible\nreproducible.configure(1)\n"
+             "assert torch.are_deterministic_algorithms_enabled()\n"
+             "assert torch.is_deterministic_algorithms_warn_only_enabled()\n"
+             "print(sorted(m for m in sys.modules if m.startswith(('torch._inductor', 'torch._dynamo'))))\n")
+    result = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_ops_without_a_deterministic_kernel_are_named_and_the_run_not_called_deterministic():
+    reproducible.configure(1)
+    with pytest.warns(UserWarning, match="unrelated"):  # other warnings still reach the user
+        with reproducible.nondeterministic_kernels() as kernels:
+            target = torch.zeros(4)
+            target.put_(torch.tensor([1, 1]), torch.tensor([1.0, 2.0]))  # no deterministic CPU kernel
+            warnings.warn("unrelated", UserWarning)
+    assert kernels == {"put_"}
+    assert reproducible.determinism(kernels) == {"env.deterministic": "false", "env.nondeterministic_kernels": "put_"}
+    with reproducible.nondeterministic_kernels() as none:
+        torch.ones(3).sum()
+    assert reproducible.determinism(none) == {"env.deterministic": "true", "env.nondeterministic_kernels": "none"}
 
 
 def test_the_environment_names_what_a_result_depends_on():
