@@ -1,18 +1,20 @@
-"""Figures logged to MLflow, rendered without a display."""
+"""Figures logged to MLflow, rendered without a display.
+
+Built as bare matplotlib Figures (they render with Agg, to files only): pyplot's
+figure manager and backend selection would add their import to the evaluate stage.
+"""
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display: render to files only
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+import torch
+from matplotlib.figure import Figure
 
 
 def confusion_figure(confusion: torch.Tensor, title: str):
-    """A labelled heat map of the confusion matrix, counts in every cell; close it with `close`."""
+    """A labelled heat map of the confusion matrix, counts in every cell."""
     n = len(confusion)
-    figure, axes = plt.subplots(figsize=(6.4, 5.6), dpi=100)
+    figure = Figure(figsize=(6.4, 5.6), dpi=100)
+    axes = figure.subplots()
     image = axes.imshow(confusion.log1p(), cmap="Blues")
     for true in range(n):
         for pred in range(n):
@@ -23,7 +25,3 @@ def confusion_figure(confusion: torch.Tensor, title: str):
     figure.colorbar(image, ax=axes, label="log(1 + count)")
     figure.tight_layout()
     return figure
-
-
-def close(figure) -> None:
-    plt.close(figure)

@@ -73,7 +73,6 @@ def main() -> None:
         phases.mark("mlflow: find and resume the run, metrics")
         figure = figures.confusion_figure(result.confusion, f"{card['model']}: test accuracy {result.accuracy:.2%}")
         tracking.log_figure(figure, "evaluation/confusion_matrix.png")
-        figures.close(figure)
         phases.mark("confusion figure")
         with atomic_outputs() as stage:  # both, or neither
             write_predictions(stage(paths.predictions), labels.cpu(), result.predictions)
