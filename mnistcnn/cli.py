@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import os
 import signal
 import sys
 from pathlib import Path
@@ -21,18 +23,32 @@ def _interrupt_on_sigterm(signum, frame) -> NoReturn:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def _exit(code: int, entry: bool) -> NoReturn:
+    """Exit with `code`. A process's entry point skips the interpreter's teardown, which frees
+    torch's and MLflow's modules one object at a time (0.6 s of every stage process on 2 cores):
+    the exit handlers still run, so streams and logs are flushed and runs ended, and every file
+    the stage wrote is closed by now."""
+    if entry and hasattr(atexit, "_run_exitfuncs"):
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 def run(main: Callable[[], int | None]) -> NoReturn:
     """Call `main`; exit with its return value (None: 0), 1 with a one-line message on bad input,
-    130 when interrupted."""
+    130 when interrupted. Called in-process (tests), it raises SystemExit as sys.exit does."""
     signal.signal(signal.SIGTERM, _interrupt_on_sigterm)  # clean up as on Ctrl-C
     phases.mark("start-up and imports")  # the stage module and all it imports are loaded by now
+    entry = main.__module__ == "__main__"  # `python -m stages.X`, not a test calling stages.X.main
     try:
         code = main()
         phases.record(Path(sys.argv[0]).stem)
     except KeyboardInterrupt:
         print("interrupted: no output was written", file=sys.stderr)
-        sys.exit(EXIT_INTERRUPTED)
+        _exit(EXIT_INTERRUPTED, entry)
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(EXIT_ERROR)
-    sys.exit(code or 0)
+        _exit(EXIT_ERROR, entry)
+    _exit(code or 0, entry)

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import time
 
 from mnistcnn import phases
 
@@ -23,3 +24,13 @@ def test_a_stage_records_its_phases_only_where_the_variable_says(tmp_path):
     [line] = [json.loads(text) for text in log.read_text().splitlines()]  # one line: the second run's
     assert line["stage"] == "stage_x" and [m[0] for m in line["marks"]] == ["start-up and imports", "work"]
     assert line["started"] <= line["marks"][0][1] <= line["marks"][1][1] <= line["ended"]
+
+
+def test_a_process_start_is_read_to_the_clock_tick():
+    before = time.time()
+    result = subprocess.run([sys.executable, "-c", "from mnistcnn import phases; print(repr(phases.process_start()))"],
+                            capture_output=True, text=True, check=True)
+    after = time.time()
+    started = float(result.stdout)
+    assert before - 0.02 <= started <= after  # a tick is 10 ms; psutil's create_time was 0.8 s off here
+    assert started < before + (after - before) / 2  # the interpreter's start-up comes after it
