@@ -47,14 +47,14 @@ def wait_for_queue(repo, env, names, runs=None) -> None:
     status` costs seconds of CPU on each call, taken from the experiments it watches."""
     runs = runs or (lambda: stored_runs(repo))
     deadline = time.monotonic() + QUEUE_TIMEOUT
-    for attempt in range(QUEUE_TIMEOUT):
+    for attempt in range(QUEUE_TIMEOUT * 2):  # a look every half second; `dvc queue status` every 10 s
         done = {run["tags"].get("dvc.exp_name") for run in runs() if "test/accuracy" in run["metrics"]}
-        status = sh("dvc", "queue", "status", cwd=repo, env=env) if names <= done or attempt % 10 == 9 else ""
+        status = sh("dvc", "queue", "status", cwd=repo, env=env) if names <= done or attempt % 20 == 19 else ""
         assert "Failed" not in status, status
         if names <= done and not any(state in status for state in ("Queued", "Running")):
             return
         assert time.monotonic() < deadline, f"queue still busy after {QUEUE_TIMEOUT} s:\n{status}"
-        time.sleep(2)
+        time.sleep(0.5)
 
 
 def experiments(repo, env) -> dict[str, str]:
@@ -85,7 +85,9 @@ def test_a_queued_sweep_and_a_temp_run_each_leave_one_complete_run_in_the_repos_
 
     found = experiments(repo, env)
     assert {"sweep-1", "sweep-2", "temp-3"} <= set(found)
-    read = "import sys, json, dvc.api\nprint(json.loads(dvc.api.read('models/model.json', rev=sys.argv[1]))['weights_sha256'])"
-    for run in new:  # each experiment's model card (a DVC output) names its own weights, and so its run
-        rev = found[run["tags"]["dvc.exp_name"]]
-        assert sh(sys.executable, "-c", read, rev, cwd=repo, env=env).strip() == run["tags"]["weights.sha256"]
+    read = ("import sys, json, dvc.api\nfor rev in sys.argv[1:]:\n"
+            "    print(json.loads(dvc.api.read('models/model.json', rev=rev))['weights_sha256'])")
+    revs = [found[run["tags"]["dvc.exp_name"]] for run in new]
+    cards = sh(sys.executable, "-c", read, *revs, cwd=repo, env=env).split()
+    # each experiment's model card (a DVC output) names its own weights, and so its run
+    assert cards == [run["tags"]["weights.sha256"] for run in new]

@@ -30,7 +30,7 @@ def tracking_server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory, tracking_server):
     """A repository after `dvc repro` with every stage logging to the server."""
-    repo, env = make_repo(tmp_path_factory.mktemp("repo"))
+    repo, env = make_repo(tmp_path_factory.mktemp("repo"), store=False)  # a local store must stay absent
     env = {**env, "MLFLOW_TRACKING_URI": tracking_server.url}
     sh("dvc", "repro", cwd=repo, env=env)
     yield repo, env
