@@ -31,8 +31,10 @@ $(STAMP): requirements.txt requirements.lock pyproject.toml
 repro: install
 	dvc repro
 
+# Test modules run in parallel, one to a worker and a worker to a core (TEST_WORKERS=0: one process).
+TEST_WORKERS ?= auto
 test: install browser
-	pytest
+	pytest -n $(TEST_WORKERS) --dist loadscope
 
 gate: install
 	python -m stages.gate $(GATE_ARGS)
