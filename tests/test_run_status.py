@@ -130,6 +130,14 @@ def test_identity_tags_name_the_experiment_and_its_baseline_under_dvc_exp(tmp_pa
     assert tags["dvc.exp_name"] == "sweep-1" and tags["git.commit"] == "a" * 40
 
 
+def holds_open(pid: int, path: Path) -> bool:
+    """Whether process `pid` has `path` open."""
+    try:
+        return any(os.path.realpath(fd) == str(path.resolve()) for fd in Path(f"/proc/{pid}/fd").iterdir())
+    except FileNotFoundError:  # the process, or one of its descriptors, went away meanwhile
+        return False
+
+
 def test_stages_starting_together_on_a_new_store_all_get_their_run(tmp_path):
     """MLflow creates a new store's tables without a lock; without ours, two of three fail.
 
@@ -144,7 +152,11 @@ def test_stages_starting_together_on_a_new_store_all_get_their_run(tmp_path):
         processes = [subprocess.Popen([sys.executable, "-c", start, str(n)], env=env_for(tmp_path), cwd=tmp_path,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                      for n in range(3)]
-        time.sleep(8)  # long enough to import mlflow and reach the store
+        deadline = time.monotonic() + 120
+        while not all(holds_open(p.pid, Path(f"{store}.lock")) for p in processes):  # all reached the lock
+            assert time.monotonic() < deadline and all(p.poll() is None for p in processes)
+            time.sleep(0.2)
+        time.sleep(0.5)  # a process that went on past the lock would have touched the store by now
         assert [p.poll() for p in processes] == [None] * 3  # all waiting on the lock,
         assert not store.exists()  # and none has touched the store
     errors = [p.stderr.read() for p in processes if p.wait(timeout=120) != 0]
