@@ -32,6 +32,7 @@ def restore_torch_settings():
     yield
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(False)
+    torch.utils.deterministic.fill_uninitialized_memory = True
 
 
 def test_the_same_params_give_the_same_weights_file_and_another_seed_does_not(tmp_path):
@@ -44,6 +45,7 @@ def test_configure_sets_the_thread_count_params_name_and_zero_keeps_the_default(
     default = torch.get_num_threads()
     assert reproducible.configure(1) == 1 == torch.get_num_threads()
     assert torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.benchmark
+    assert not torch.utils.deterministic.fill_uninitialized_memory  # its cost bought nothing here
     torch.set_num_threads(default)
     assert reproducible.configure(0) == default
 
