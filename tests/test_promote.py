@@ -10,6 +10,7 @@ import time
 import urllib.error
 import urllib.request
 
+import mlflow
 import pytest
 import torch
 import yaml
@@ -34,17 +35,17 @@ def promote(repo, env) -> subprocess.CompletedProcess:
 
 
 def registry(repo, env) -> dict:
-    """The registered model's versions (number: tags) and where the alias points, read in a fresh process."""
-    read = (
-        "import json, mlflow\n"
-        "from mnistcnn import tracking\n"
-        "mlflow.set_tracking_uri(tracking.tracking_uri()); client = mlflow.MlflowClient()\n"
-        f"versions = client.search_model_versions(\"name = '{NAME}'\")\n"
-        "try: alias = str(client.get_model_version_by_alias(%r, %r).version)\n"
-        "except Exception: alias = None\n"
-        "print(json.dumps({'versions': {v.version: {**v.tags, 'description': v.description} for v in versions},"
-        " 'alias': alias}))\n" % (NAME, ALIAS))
-    return json.loads(sh(sys.executable, "-c", read, cwd=repo, env=env).strip().splitlines()[-1])
+    """The registered model's versions (number: tags) and where the alias points, as the store
+    the stages used (the repository's own, unless `env` names another) holds them now."""
+    uri = env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo / 'mlruns/mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    versions = client.search_model_versions(f"name = '{NAME}'")
+    try:
+        alias = str(client.get_model_version_by_alias(NAME, ALIAS).version)
+    except mlflow.exceptions.MlflowException:
+        alias = None
+    found = {str(v.version): {**v.tags, "description": v.description} for v in versions}
+    return {"versions": found, "alias": alias}
 
 
 def test_promote_registers_the_commits_model_once_and_moves_the_alias(repo):
