@@ -110,16 +110,19 @@ def example_images() -> np.ndarray:
 
 def log_served_model(weights_path: str | Path, card_path: str | Path) -> str:
     """Log the served model, built from these weights and card, into the active run; returns its URI."""
-    info = mlflow.pyfunc.log_model(
-        name=NAME,
-        python_model=str(CODE_FILE),
-        artifacts={"weights": str(weights_path), "card": str(card_path)},
-        model_config={"mean": mnist.MEAN, "std": mnist.STD},  # the training images' statistics
-        code_paths=[str(Path(__file__).parent)],  # this package, so the model loads anywhere
-        signature=SIGNATURE,
-        input_example=example_images(),
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"],
-    )
+    from mnistcnn import tracking  # noqa: PLC0415 (only logging needs it; loading the model does not)
+
+    with tracking.requirements_unchecked():
+        info = mlflow.pyfunc.log_model(
+            name=NAME,
+            python_model=str(CODE_FILE),
+            artifacts={"weights": str(weights_path), "card": str(card_path)},
+            model_config={"mean": mnist.MEAN, "std": mnist.STD},  # the training images' statistics
+            code_paths=[str(Path(__file__).parent)],  # this package, so the model loads anywhere
+            signature=SIGNATURE,
+            input_example=example_images(),
+            pip_requirements=tracking.pinned_requirements(),
+        )
     return info.model_uri
 
 

@@ -257,10 +257,10 @@ def pinned_requirements() -> list[str]:
 
 
 @contextmanager
-def _requirements_unchecked() -> Iterator[None]:
-    """Skip MLflow's check of a model's requirements against the installed packages: it reads
-    every installed distribution's metadata (0.3 s of the train stage on 2 cores) to warn of a
-    mismatch that pinned_requirements() cannot have. Where MLflow moves the check, it runs."""
+def requirements_unchecked() -> Iterator[None]:
+    """While logging a model that names pinned_requirements(), skip MLflow's check of them against
+    the installed packages: it reads every installed distribution's metadata (0.3 s a model on 2
+    cores) to warn of a mismatch they cannot have. Where MLflow moves the check, it runs."""
     check = getattr(mlflow_environment, "warn_dependency_requirement_mismatches", None)
     if check is None:
         yield
@@ -279,7 +279,7 @@ def log_model(model: torch.nn.Module, images: torch.Tensor) -> str:
     model = model.cpu().eval()
     with torch.no_grad():
         output = model(example).numpy()
-    with _requirements_unchecked():
+    with requirements_unchecked():
         info = mlflow.pytorch.log_model(
             model,
             name="model",
