@@ -1,8 +1,10 @@
 """Bitwise-reproducible training: seeds, threads and deterministic kernels, and what a result depends on.
 
-The same params and seed give the same weights only on the same torch build, device
-type and thread count: CPU kernels split their sums by thread, GPU kernels by their
-launch shape. `environment()` names those dependencies so every run records them.
+The same params and seed give the same weights on any x86-64 CPU with AVX2 and FMA, Intel
+or AMD, with the portable kernels (mnistcnn.kernels) and a fixed thread count: CPU kernels
+split their sums by thread. They depend on the torch build, and on the device: GPU kernels
+split theirs by launch shape. `environment()` names those dependencies so every run records
+them, and says whether its bits are machine-specific.
 """
 
 from __future__ import annotations
@@ -17,15 +19,17 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from mnistcnn import engine
+from mnistcnn import engine, kernels
 
 
-def configure(threads: int) -> int:
-    """Fix the thread count and choose deterministic kernels; returns the number of threads used.
+def configure(threads: int, kernel_mode: str = "portable") -> int:
+    """Choose the CPU code paths (`portable` or `native`), fix the thread count and choose
+    deterministic kernels; returns the number of threads used.
 
-    `threads` 0 keeps torch's default (the number of cores). Call before any CUDA work:
-    cuBLAS reads its workspace setting when it first starts.
+    `threads` 0 keeps torch's default (the number of cores). Call before any tensor work: the
+    CPU libraries fix their code paths, and cuBLAS its workspace, at their first use.
     """
+    kernels.select(kernel_mode)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS reductions
     if threads:
         torch.set_num_threads(threads)
@@ -70,10 +74,10 @@ def nondeterministic_kernels() -> Iterator[set[str]]:
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
 
 
-def determinism(kernels: set[str]) -> dict[str, str]:
+def determinism(ops: set[str]) -> dict[str, str]:
     """The `env.*` tags saying whether a run was deterministic, given the ops that were not."""
-    return {"env.deterministic": str(torch.are_deterministic_algorithms_enabled() and not kernels).lower(),
-            "env.nondeterministic_kernels": ", ".join(sorted(kernels)) or "none"}
+    return {"env.deterministic": str(torch.are_deterministic_algorithms_enabled() and not ops).lower(),
+            "env.nondeterministic_kernels": ", ".join(sorted(ops)) or "none"}
 
 
 def seed_everything(seed: int) -> None:
@@ -90,9 +94,17 @@ def memory_format(images: torch.Tensor) -> str:
     return "channels_last" if images.is_contiguous(memory_format=torch.channels_last) else "strided"
 
 
-def environment(device: torch.device, images: torch.Tensor) -> dict[str, str]:
-    """What a result depends on beyond params and data, as `env.*` tags."""
+def machine_specific(device: torch.device, threads: int) -> bool:
+    """Whether a run's bits hold only on machines like this one: on a GPU, with the native or
+    user-set kernels, on a CPU without AVX2, or with the thread count left to the core count."""
+    return device.type != "cpu" or not kernels.portable() or threads == 0
+
+
+def environment(device: torch.device, images: torch.Tensor, threads: int) -> dict[str, str]:
+    """What a result depends on beyond params and data, as `env.*` tags (`threads`: the param)."""
     return {
+        "env.machine_specific": str(machine_specific(device, threads)).lower(),
+        **kernels.tags(),
         "env.torch": torch.__version__,
         "env.python": platform.python_version(),
         "env.device": str(device),
@@ -102,4 +114,5 @@ def environment(device: torch.device, images: torch.Tensor) -> dict[str, str]:
         "env.memory_format": memory_format(images),
         **determinism(set()),  # until training shows otherwise
         "env.platform": platform.platform(),
+        "env.libc": " ".join(platform.libc_ver()) or "unknown",  # the scalar maths of the schedules
     }

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from mnistcnn.engine import OPTIMIZERS, SCHEDULES
+from mnistcnn.kernels import MODES as KERNEL_MODES
 from mnistcnn.models import REGISTRY
 
 MODELS = tuple(REGISTRY)
@@ -132,7 +133,8 @@ class TrainParams(_Section):
     dropout: Annotated[float | None, Field(ge=0, lt=1, description="null (the model's reference value) "
                                                                    "or a number in [0, 1)")]
     device: _choice(DEVICES)
-    threads: _integer(0)  # CPU threads; 0: torch's default. Results depend on it, so DVC tracks it.
+    threads: _integer(0)  # CPU threads; 0: the number of cores. Results depend on it, so DVC tracks it.
+    kernels: _choice(KERNEL_MODES)  # portable: the same bits on every x86-64 CPU; native: this CPU's fastest
 
 
 class EvaluateParams(_Section):

@@ -44,11 +44,12 @@ def main() -> None:
     params = config.load()
     paths = params.paths
     uri = tracking.connect()  # before any work: a tracking server that is down fails the stage in seconds
+    # Sums split by thread and kernels chosen by the CPU: the same settings as training, before any tensor work.
+    reproducible.configure(params.train.threads, params.train.kernels)
     card = read_json(paths.model_card, produced_by="train")
     model = weights.load_model(card, paths.model, paths.model_card)
     provenance = read_json(paths.provenance, produced_by="download")
     dataset = mnist.load_dataset(paths.dataset, provenance, paths.provenance)
-    reproducible.configure(params.train.threads)  # sums split by thread: the same count as training
     device = engine.pick_device(params.train.device)
     images = mnist.normalize(dataset["test_images"]).to(device)
     labels = dataset["test_labels"].to(device)

@@ -34,9 +34,9 @@ def main() -> None:
     params = config.load()
     train, paths = params.train, params.paths
     tracking.connect()  # before any work: a tracking server that is down fails the stage in seconds
+    reproducible.configure(train.threads, train.kernels)  # before any tensor work, which fixes the kernels
     provenance = read_json(paths.provenance, produced_by="download")
     dataset = mnist.load_dataset(paths.dataset, provenance, paths.provenance)
-    reproducible.configure(train.threads)  # before any CUDA work
     reproducible.seed_everything(train.seed)
     device = engine.pick_device(train.device)
     images = mnist.normalize(dataset["train_images"]).to(device)
@@ -59,7 +59,7 @@ def main() -> None:
 
     with tracking.run(params.tracking.experiment, stage="train", run_name=tracking.run_name(train)):
         tracking.log_params({**config.as_dict(train), "dropout": dropout, "param_count": n_params})
-        tracking.set_tags({**reproducible.environment(device, images), "model": train.model,
+        tracking.set_tags({**reproducible.environment(device, images, train.threads), "model": train.model,
                            "params.digest": config.digest(train), "dataset.digest": provenance["digest"]})
         tracking.log_dataset_input(provenance, paths.dataset, context="training")
         print(f"train: {train.model} ({n_params:,} parameters) on {device}, "

@@ -21,7 +21,12 @@ import pytest
 import torch
 import yaml
 
+from mnistcnn import kernels
+
 ROOT = Path(__file__).resolve().parents[1]
+# Tests train in this process too, with the stages' CPU code paths: pinned before any tensor work.
+kernels.select("portable")
+KERNEL_VARIABLES = (*kernels.PORTABLE, kernels.OURS)  # what select() sets, which a user's shell has not
 FILE_NAMES = {
     "train_images": "train-images-idx3-ubyte.gz",
     "train_labels": "train-labels-idx1-ubyte.gz",
@@ -110,8 +115,9 @@ def sh(*args, cwd, env=None) -> str:
 def tool_env(**extra: str) -> dict[str, str]:
     """The environment to run `dvc` in, as a user's shell gives it: this interpreter's folder first
     on PATH (as `make` does), the default MLflow store, and none of DVC's own variables (as if no
-    stage of an outer pipeline were running)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DVC_") and k != "MLFLOW_TRACKING_URI"}
+    stage of an outer pipeline were running), nor this process's kernel pins (each stage sets its own)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("DVC_") and k not in ("MLFLOW_TRACKING_URI", *KERNEL_VARIABLES)}
     return {**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}", **extra}
 
 

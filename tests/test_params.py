@@ -46,6 +46,7 @@ def test_no_stage_depends_on_the_gate_thresholds():
         ("train", "augment", 10, "train.augment: expected a mapping of keys, got 10"),
         ("train", "threads", -1, "train.threads = -1: must be an integer >= 0"),
         ("train", "threads", 1.5, "train.threads = 1.5: must be an integer >= 0"),
+        ("train", "kernels", "avx512", "train.kernels = 'avx512': must be one of portable, native"),
         ("evaluate", "batch_size", "all", "evaluate.batch_size = 'all': must be an integer >= 1"),
         ("download", "mirrors", [], "download.mirrors = []: must be a non-empty list"),
         ("download", "timeout", 0, "download.timeout = 0: must be a positive number"),

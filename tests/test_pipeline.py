@@ -9,7 +9,7 @@ import textwrap
 import pytest
 import yaml
 
-from mnistcnn import config
+from mnistcnn import config, kernels
 from tests.conftest import git_commit, make_repo, sh, stored_runs
 
 
@@ -79,7 +79,10 @@ def test_one_mlflow_run_holds_params_curves_metrics_dataset_and_model(repo):
     train = config.load(repo / "params.yaml").train
     assert tags["params.digest"] == config.digest(train)
     assert tags["dataset.digest"] == json.loads((repo / "data/provenance.json").read_text())["digest"]
-    assert tags["env.threads"].isdigit() and tags["env.deterministic"] == "true"
+    assert tags["env.threads"] == str(train.threads) and tags["env.deterministic"] == "true"
+    assert tags["env.kernels"] == "portable" and tags["env.machine_specific"] == "false"  # on x86-64 with AVX2
+    assert tags["env.kernel_pins"] == " ".join(f"{k}={v}" for k, v in sorted(kernels.PORTABLE.items()))
+    assert tags["env.kernel_pins_by_user"] == "none" and tags["env.cpu_capability"] == "AVX2"
     assert tags["env.nondeterministic_kernels"] == "none"  # every CPU kernel used has a deterministic version
     assert tags["env.memory_format"] == "contiguous" and tags["env.device"] == "cpu"
     assert found["inputs"] == ["mnist"]

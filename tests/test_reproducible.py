@@ -1,15 +1,19 @@
-"""Same params, seed, machine and thread count: the same weights file, byte for byte."""
+"""Same params, seed and thread count: the same weights file, byte for byte; the CPU code paths pinned
+(portable) or chosen by the machine (native), and recorded. Other CPUs: tests/cpus."""
 
+import json
+import os
 import subprocess
 import sys
+import textwrap
 import warnings
 
 import pytest
 import torch
 
-from mnistcnn import config, engine, mnist, models, reproducible
+from mnistcnn import config, engine, kernels, mnist, models, reproducible
 from mnistcnn.outputs import save_torch
-from tests.conftest import ROOT, synthetic_split
+from tests.conftest import KERNEL_VARIABLES, ROOT, synthetic_split
 
 TRAIN = config.load(ROOT / "params.yaml").train.model_copy(update=dict(model="cnn9k", batch_size=32, lr=0.01,
                                                                    epochs=2, device="cpu", threads=1))
@@ -77,10 +81,13 @@ def test_ops_without_a_deterministic_kernel_are_named_and_the_run_not_called_det
 
 def test_the_environment_names_what_a_result_depends_on():
     images = torch.zeros(2, 1, 28, 28)
-    env = reproducible.environment(torch.device("cpu"), images)
+    env = reproducible.environment(torch.device("cpu"), images, threads=1)
     assert env["env.torch"] == torch.__version__ and env["env.threads"] == str(torch.get_num_threads())
-    assert env["env.device"] == "cpu" and env["env.device_name"] and env["env.cpu_capability"]
-    assert env["env.memory_format"] == "contiguous"
+    assert env["env.device"] == "cpu" and env["env.device_name"] and env["env.cpu_capability"] == "AVX2"
+    assert env["env.memory_format"] == "contiguous" and env["env.libc"].startswith("glibc ")
+    assert env["env.kernels"] == "portable" and env["env.machine_specific"] == "false"  # conftest pinned them
+    assert reproducible.environment(torch.device("cpu"), images, threads=0)["env.machine_specific"] == "true"
+    assert reproducible.machine_specific(torch.device("cuda"), threads=1)  # GPU kernels are the GPU's own
     channels_last = torch.zeros(2, 3, 4, 4).to(memory_format=torch.channels_last)
     assert reproducible.memory_format(channels_last) == "channels_last"
 
@@ -100,3 +107,72 @@ def test_configure_flushes_denormals_the_slow_path_of_cpu_arithmetic():
     finally:
         torch.set_flush_denormal(False)
     assert torch.tensor([1e-323], dtype=torch.float64).item() > 0.0
+
+
+# The libraries' own account of the code they run: oneDNN's and MKL's verbose lines, torch's capability.
+PROBE = textwrap.dedent("""
+    import json, sys, torch
+    from mnistcnn import kernels, reproducible
+    if sys.argv[1] != "unconfigured":
+        reproducible.configure(2, sys.argv[1])
+    x = torch.randn(8, 1, 28, 28, requires_grad=True)
+    torch.nn.functional.conv2d(x, torch.randn(4, 1, 3, 3)).sum().backward()
+    torch.randn(64, 288) @ torch.randn(288, 10)
+    print(json.dumps({"capability": torch.backends.cpu.get_cpu_capability(), **kernels.tags()}))
+""")
+
+
+def probe(mode: str, **env: str) -> dict:
+    """Run PROBE in a fresh process from a user's environment plus `env`: what each library chose."""
+    clean = {k: v for k, v in os.environ.items() if k not in KERNEL_VARIABLES}
+    result = subprocess.run([sys.executable, "-c", PROBE, mode], cwd=ROOT, capture_output=True, text=True,
+                            env={**clean, "ONEDNN_VERBOSE": "1", "MKL_VERBOSE": "1", **env})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    isa = next(line.split("isa:")[1] for line in lines if ",info,cpu,isa:" in line)
+    cnr = next(word for line in lines if line.startswith("MKL_VERBOSE SGEMM") for word in line.split()
+               if word.startswith("CNR:"))
+    return {**json.loads(lines[-1]), "onednn": isa, "mkl": cnr}
+
+
+def test_portable_pins_all_three_libraries_and_native_leaves_them_as_unconfigured():
+    portable = probe("portable")
+    assert portable["capability"] == "AVX2" and portable["onednn"] == "Intel AVX2"
+    assert portable["mkl"] == "CNR:COMPATIBLE" and portable["env.kernels"] == "portable"
+    assert portable["env.kernel_pins"] == " ".join(f"{k}={v}" for k, v in sorted(kernels.PORTABLE.items()))
+    native, unconfigured = probe("native"), probe("unconfigured")
+    assert {k: native[k] for k in ("capability", "onednn", "mkl")} == \
+           {k: unconfigured[k] for k in ("capability", "onednn", "mkl")}
+    assert native["env.kernels"] == "native" and native["env.kernel_pins"] == "none"
+    # a native stage started by a portable one (dvc under a pinned process) drops the inherited pins
+    child = probe("native", **kernels.PORTABLE, MNISTCNN_KERNEL_PINS=" ".join(sorted(kernels.PORTABLE)))
+    assert child["env.kernel_pins"] == "none" and child["capability"] == unconfigured["capability"]
+
+
+def test_a_setting_of_the_user_wins_in_either_mode_and_is_recorded():
+    portable = probe("portable", ATEN_CPU_CAPABILITY="default")
+    assert portable["capability"] == "DEFAULT" and portable["onednn"] == "Intel AVX2"
+    assert portable["env.kernel_pins_by_user"] == "ATEN_CPU_CAPABILITY"
+    native = probe("native", MKL_CBWR="COMPATIBLE")
+    assert native["mkl"] == "CNR:COMPATIBLE" and native["env.kernel_pins"] == "MKL_CBWR=COMPATIBLE"
+    assert native["env.kernel_pins_by_user"] == "MKL_CBWR"
+
+
+def test_pins_that_come_after_torch_chose_its_kernels_are_refused():
+    late = textwrap.dedent("""
+        import os, torch
+        from mnistcnn import reproducible
+        torch.ones(2) + 1  # torch picks its vector kernels here, at the pinned AVX2 level
+        os.environ["ATEN_CPU_CAPABILITY"] = "default"
+        reproducible.configure(1, "portable")
+    """)
+    clean = {k: v for k, v in os.environ.items() if k not in KERNEL_VARIABLES}
+    result = subprocess.run([sys.executable, "-c", late], cwd=ROOT, capture_output=True, text=True,
+                            env={**clean, "ATEN_CPU_CAPABILITY": "avx2"})
+    assert result.returncode != 0 and "TooLate" in result.stderr
+    assert "configure() must run before any tensor work" in result.stderr
+
+
+def test_an_unknown_kernel_mode_is_refused():
+    with pytest.raises(ValueError, match="portable, native"):
+        kernels.select("fastest")
