@@ -62,9 +62,12 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+# Adam and AdamW fused: one kernel of torch's own per step. The unfused ones take the square root
+# through MKL's vector maths, whose code (and last bits) differ between CPUs whatever it is told
+# (mnistcnn.kernels). Fused is faster too: 0.14 against 0.43 ms a step for quick25k on 2 cores.
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {  # name -> (params, lr, weight_decay)
-    "adam": lambda params, lr, wd: torch.optim.Adam(params, lr=lr, weight_decay=wd),
-    "adamw": lambda params, lr, wd: torch.optim.AdamW(params, lr=lr, weight_decay=wd),
+    "adam": lambda params, lr, wd: torch.optim.Adam(params, lr=lr, weight_decay=wd, fused=True),
+    "adamw": lambda params, lr, wd: torch.optim.AdamW(params, lr=lr, weight_decay=wd, fused=True),
     "sgd": lambda params, lr, wd: torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=wd),
 }
 
@@ -104,7 +107,10 @@ def augment(images: torch.Tensor, generator: torch.Generator, rotate: float, tra
     n = len(images)
     angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(rotate)
     shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * (2 * translate)  # the grid spans [-1, 1]
-    cos, sin = angle.cos(), angle.sin()
+    # cos and sin from the C library, one image at a time: torch's go through MKL's vector maths,
+    # whose code depends on the CPU (mnistcnn.kernels). One angle an image: microseconds a batch.
+    cos = torch.tensor([math.cos(a) for a in angle.tolist()])
+    sin = torch.tensor([math.sin(a) for a in angle.tolist()])
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
     grid = F.affine_grid(theta.to(images), list(images.shape), align_corners=False)  # (B, H, W, 2)
     return F.grid_sample(images, grid, padding_mode="border", align_corners=False)

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -104,3 +106,21 @@ def test_auto_prefers_cuda_then_mps_then_the_cpu_and_an_explicit_device_is_honou
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
     assert engine.pick_device("auto") == torch.device(chosen)
     assert engine.pick_device("cpu") == torch.device("cpu")
+
+
+# What torch hands to MKL's vector maths (ATen's vml.h), whose code and last bits depend on the CPU
+# whatever MKL is told (mnistcnn.kernels): training and evaluation must call none of them.
+MKL_VECTOR_MATHS = {"acos", "asin", "atan", "cos", "erf", "erfc", "erfinv", "exp", "log", "log10", "log2", "sin",
+                    "sqrt", "tan", "tanh", "trunc"}
+
+
+def test_training_and_evaluation_keep_away_from_mkls_vector_maths(tmp_path):
+    from tests.cpus.workload import CASES, run_case  # noqa: PLC0415 (every kernel the recipes use)
+
+    with open(tmp_path / "trace.jsonl", "w") as trace:
+        for name in CASES:
+            run_case(name, threads=1, evaluate_batch=64, trace=trace)
+    lines = [json.loads(line) for line in (tmp_path / "trace.jsonl").read_text().splitlines()]
+    ops = {line[0].split(".")[1] for line in lines if line[0] != "case"}
+    assert "convolution" in ops and "_fused_adam_" in ops and "grid_sampler_2d" in ops  # the trace saw them
+    assert not ops & MKL_VECTOR_MATHS
