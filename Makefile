@@ -18,7 +18,7 @@ COMPARE_ARGS ?=
 # DVC runs each stage's `python -m stages.X` through the shell: put the venv first.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro test gate promote serve exp compare bench bench-e2e ui browser server server-stop push pull lock clean
+.PHONY: install repro check-repro test test-cpus qemu gate promote serve exp compare bench bench-e2e bench-kernels ui browser server server-stop push pull lock clean
 
 install: $(STAMP)
 
@@ -31,10 +31,26 @@ $(STAMP): requirements.txt requirements.lock pyproject.toml
 repro: install
 	dvc repro
 
+# After `make repro`: did this machine reproduce the committed results, bit for bit? (README: Reproducibility)
+check-repro:
+	@git diff --exit-code --stat -- dvc.lock metrics/ || { echo "check-repro: this machine's \`dvc repro\` changed" \
+	  "the committed dvc.lock or metrics/ (above): its CPU or settings give other bits" >&2; exit 1; }
+
 # Test modules run in parallel, one to a worker and a worker to a core (TEST_WORKERS=0: one process).
+# All but tests/cpus, which `make test-cpus` runs.
 TEST_WORKERS ?= auto
 test: install browser
-	pytest -n $(TEST_WORKERS) --dist loadscope
+	pytest -n $(TEST_WORKERS) --dist loadscope --ignore=tests/cpus
+
+# The same weights on other CPUs: the recipes' kernels natively and under qemu's emulated Intel and
+# AMD CPUs (tests/cpus/test_same_bits.py), about ten minutes on 2 cores; .ci/run runs it.
+test-cpus: install qemu
+	pytest tests/cpus
+
+qemu: $(BIN)/qemu-x86_64
+
+$(BIN)/qemu-x86_64: tests/cpus/get_qemu.sh | $(STAMP)
+	bash tests/cpus/get_qemu.sh $@
 
 gate: install
 	python -m stages.gate $(GATE_ARGS)
@@ -55,6 +71,9 @@ bench: install  # the side-by-side benchmark, then experiments end to end: about
 
 bench-e2e: install  # only the end-to-end part: experiments broken down, against the plain script
 	python -m benchmarks.e2e
+
+bench-kernels: install  # what the portable CPU code paths cost against native ones (after make repro): ~6 minutes
+	python -m benchmarks.kernels
 
 # Experiments side by side: the train params and the metrics, none of the paths or mirrors.
 compare: install

@@ -6,16 +6,17 @@ import yaml
 
 from tests.conftest import ROOT
 
-TARGETS = ["make test", "make repro", "make gate"]
+TARGETS = ["make test", "make repro", "make check-repro", "make gate"]
 
 
 def make_targets(commands: list[str]) -> list[str]:
-    return [match for command in commands for match in re.findall(r"\bmake (?:test|repro|gate)\b", command)]
+    pattern = r"\bmake (?:test-cpus|test|repro|check-repro|gate)(?![\w-])"
+    return [match for command in commands for match in re.findall(pattern, command)]
 
 
-def test_ci_script_runs_the_tests_the_pipeline_then_the_gate():
+def test_ci_script_runs_the_tests_the_pipeline_checks_it_reproduced_then_the_gate_and_other_cpus():
     lines = [line for line in (ROOT / ".ci/run").read_text().splitlines() if not line.startswith("#")]
-    assert make_targets(lines) == TARGETS
+    assert make_targets(lines) == [*TARGETS, "make test-cpus"]
     assert "accuracy" not in "\n".join(lines)  # the gate, not an inline check, judges the metrics
 
 
@@ -26,7 +27,7 @@ def test_the_pull_request_workflow_runs_the_same_targets_and_posts_the_report():
     steps = workflow["jobs"]["gate"]["steps"]
     checkout = next(step for step in steps if step.get("uses", "").startswith("actions/checkout@"))
     assert checkout["with"]["fetch-depth"] == 0
-    assert make_targets([step.get("run", "") for step in steps]) == TARGETS
+    assert make_targets([step.get("run", "") for step in steps]) == ["make test", "make test-cpus", *TARGETS[1:]]
     names = [step.get("id") or step.get("name") for step in steps]
     gate, post, fail = steps[names.index("gate")], steps[names.index("Post the report")], steps[-1]
     assert gate["continue-on-error"] is True and "--report" in gate["run"]
@@ -50,7 +51,8 @@ def test_a_push_to_main_shares_its_outputs_and_run_cache():
     workflow = yaml.safe_load((ROOT / ".github/workflows/main.yml").read_text())
     assert workflow[True]["push"]["branches"] == ["main"]
     runs = [step.get("run", "") for step in workflow["jobs"]["share"]["steps"]]
-    assert [t for r in runs for t in re.findall(r"\bmake (?:pull|repro|push)\b", r)] == ["make pull", "make repro", "make push"]
+    found = [t for r in runs for t in re.findall(r"\bmake (?:pull|repro|check-repro|push)\b", r)]
+    assert found == ["make pull", "make repro", "make check-repro", "make push"]  # never push other bits
     share = workflow["jobs"]["share"]
     assert "DVC_REMOTE_CONFIGURED" in share["if"] and "MLFLOW_TRACKING_URI" in share["if"]
     pushes = [step for step in share["steps"] if "make push" in step.get("run", "")]
