@@ -12,12 +12,16 @@ CPUs under all of them), so the training code keeps away from it (mnistcnn.engin
 
 The libraries read these variables once, at their first use in a process: `select()` must run
 before any tensor work, and checks, where it can, that it did. A variable the user set is kept,
-in either mode, and recorded (`tags()`).
+in either mode, and recorded (`tags()`). On a CPU without AVX2 and FMA (x86-64 before about 2013,
+or another architecture) there is no portable code to pin: torch's generic kernels run, and the
+run is machine-specific.
 """
 
 from __future__ import annotations
 
 import os
+import platform
+import sys
 
 MODES = ("portable", "native")
 PORTABLE = {
@@ -46,8 +50,12 @@ def select(mode: str) -> None:
     if mode not in MODES:
         raise ValueError(f"kernels must be one of {', '.join(MODES)}, not {mode!r}")
     ours = _ours()
+    pinnable = PORTABLE if avx2_and_fma() else {}
+    if mode == "portable" and not pinnable:
+        print(f"kernels: this CPU ({platform.machine()}) has no AVX2 and FMA, so no portable code: "
+              "its results are machine-specific", file=sys.stderr)
     for name, value in PORTABLE.items():
-        if mode == "portable" and name not in os.environ:
+        if mode == "portable" and name in pinnable and name not in os.environ:
             os.environ[name] = value
             ours.add(name)
         elif mode == "native" and name in ours:
@@ -56,6 +64,17 @@ def select(mode: str) -> None:
     os.environ[OURS] = " ".join(sorted(ours))
     _selected = mode
     _check()
+
+
+def avx2_and_fma() -> bool:
+    """Whether this CPU is x86-64 with AVX2 and FMA, as its CPUID says (numpy asks it for its own
+    dispatch). ATEN_CPU_CAPABILITY=avx2 makes torch run AVX2 code without asking the CPU: on one
+    without, the process would die of an illegal instruction."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    from numpy._core._multiarray_umath import __cpu_features__  # noqa: PLC0415
+
+    return bool(__cpu_features__.get("AVX2") and __cpu_features__.get("FMA3"))
 
 
 def _check() -> None:
