@@ -71,8 +71,12 @@ def train_flops_per_image(model: torch.nn.Module, batch_size: int) -> float:
 
 
 def measure(spec: dict) -> dict:
-    """Train spec["train"] (a params.yaml train section) for one epoch by spec["loop"]."""
-    torch.set_num_threads(spec["threads"])
+    """Train spec["train"] (a params.yaml train section) for one epoch by spec["loop"]; the engine
+    with spec["kernels"] (portable, the default, or native), the reference as a plain script runs."""
+    if spec["loop"] == "engine":  # set up as the train stage sets itself up, before any tensor work:
+        reproducible.configure(spec["threads"], spec.get("kernels", "portable"))  # kernels, threads, no denormals
+    else:
+        torch.set_num_threads(spec["threads"])
     train = config.parse_train(spec["train"])
     torch.manual_seed(train.seed)
     provenance = json.loads(Path(spec["provenance"]).read_text())
@@ -84,8 +88,7 @@ def measure(spec: dict) -> dict:
         optimizer = engine.make_optimizer(train.optimizer, model.parameters(), train.lr)
         seconds = reference_epoch(model, optimizer, Path(spec["raw"]), train.batch_size, limit)
         images = limit or len(dataset["train_labels"])
-    else:  # set up as the train stage sets itself up: threads, deterministic kernels, no denormals
-        reproducible.configure(spec["threads"])
+    else:
         images = mnist.normalize(dataset["train_images"][:limit]).to(device)
         labels = dataset["train_labels"][:limit].to(device)
         timings = []
@@ -99,6 +102,7 @@ def measure(spec: dict) -> dict:
         "accuracy": accuracy,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "device": str(device),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
 
 
