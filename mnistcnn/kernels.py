@@ -6,14 +6,14 @@ optimisers, resampling), oneDNN (convolutions, forward and backward) and MKL (ma
 the random numbers of dropout). `portable`, the default (`train.kernels`), caps all three at AVX2
 with FMA, which every x86-64 CPU of the last decade has, Intel or AMD; MKL's compatible mode is the
 one whose matrix products agree across the two vendors. `native` lets each pick the fastest code
-for this machine: its runs are machine-specific. A fourth, MKL's vector maths (torch's sqrt, exp,
-sin, cos... on contiguous tensors), follows none of these settings (its sqrt differed between two
-CPUs under all of them), so the training code keeps away from it (mnistcnn.engine).
+for this machine: its runs are machine-specific. A fourth, MKL's vector maths (where torch sends
+sqrt, exp, sin, cos... of float tensors), follows none of these settings (its sqrt differed between
+two CPUs under every MKL_CBWR), so the training code keeps away from it (mnistcnn.engine).
 
 The libraries read these variables once, at their first use in a process: `select()` must run
 before any tensor work, and checks, where it can, that it did. A variable the user set is kept,
-in either mode, and recorded (`tags()`). On a CPU without AVX2 and FMA (x86-64 before about 2013,
-or another architecture) there is no portable code to pin: torch's generic kernels run, and the
+in either mode, and recorded (`tags()`). On a CPU without AVX2 and FMA (Intel's before 2013, AMD's
+before 2015, or another architecture) there is no portable code to pin: torch's generic kernels run, and the
 run is machine-specific.
 """
 
