@@ -43,7 +43,7 @@ test: install browser
 	pytest -n $(TEST_WORKERS) --dist loadscope --ignore=tests/cpus
 
 # The same weights on other CPUs: the recipes' kernels natively and under qemu's emulated Intel and
-# AMD CPUs (tests/cpus/test_same_bits.py), about ten minutes on 2 cores; .ci/run runs it.
+# AMD CPUs (tests/cpus/test_same_bits.py), about 8 minutes on 2 cores; .ci/run runs it.
 test-cpus: install qemu
 	pytest tests/cpus
 

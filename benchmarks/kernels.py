@@ -46,12 +46,13 @@ def measure(args) -> tuple[list[dict], dict[str, str]]:
 
 
 def main() -> None:
-    paths = config.load().paths
+    params = config.load()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=config.load().train.threads)
+    parser.add_argument("--threads", type=int, default=params.train.threads)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/kernels.json"))
     args = parser.parse_args()
+    paths = params.paths
     args.dataset, args.provenance, args.raw, args.limit = paths.dataset, paths.provenance, paths.raw, None
     rows, capability = measure(args)
     machine = {"cpu": engine.cpu_name(), "cores": os.cpu_count(), "threads": args.threads, "torch": torch.__version__,

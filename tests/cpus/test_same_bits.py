@@ -3,8 +3,8 @@
 tests/cpus/workload.py trains every kernel the recipes use for a few steps, natively and under
 qemu-user's emulated Intel Haswell and AMD EPYC-Rome (AVX2 only: another level than an AVX-512
 machine, and at least one of them another vendor than any machine), at 1 and at 2 threads; each
-CPU must give the same weights file and the same evaluation, bit for bit. Slow (about ten minutes
-on 2 cores, qemu runs the venv's Python some 50x slower): `make test-cpus`, which .ci/run calls,
+CPU must give the same weights file and the same evaluation, bit for bit. Slow (about 8 minutes
+on 2 cores: qemu runs the venv's Python 60 to 120 times slower): `make test-cpus`, which .ci/run calls,
 and not part of `make test`.
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import KERNEL_VARIABLES, ROOT
+from tests.conftest import ROOT, tool_env
 from tests.cpus.workload import CASES, first_difference
 
 EMULATED = {"Haswell": "GenuineIntel", "EPYC-Rome-v1": "AuthenticAMD"}  # qemu's -cpu, and the vendor it reports
@@ -40,8 +40,8 @@ def workload(cpu: str | None, threads: int, folder: Path, *extra: str) -> tuple[
     command = [sys.executable, "-m", "tests.cpus.workload", "--threads", str(threads), "--trace", str(trace), *extra]
     if cpu:
         command = [qemu(), "-cpu", cpu, *command]
-    env = {k: v for k, v in os.environ.items() if k not in KERNEL_VARIABLES}  # it pins its own, as a stage does
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    # without this process's kernel pins: it pins its own, as a stage does
+    result = subprocess.run(command, cwd=ROOT, env=tool_env(), capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, f"{cpu or 'native'}, {threads} thread(s):\n{result.stderr[-3000:]}"
     return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")], trace
 
