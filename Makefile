@@ -18,7 +18,7 @@ COMPARE_ARGS ?=
 # DVC runs each stage's `python -m stages.X` through the shell: put the venv first.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro check-repro test test-cpus qemu gate promote serve exp compare bench bench-e2e bench-kernels ui browser server server-stop push pull lock clean
+.PHONY: install repro check-repro test test-cpus qemu gate promote serve exp compare budget bench bench-e2e bench-kernels ui browser server server-stop push pull lock clean
 
 install: $(STAMP)
 
@@ -75,10 +75,18 @@ bench-e2e: install  # only the end-to-end part: experiments broken down, against
 bench-kernels: install  # what the portable CPU code paths cost against native ones (after make repro): ~6 minutes
 	python -m benchmarks.kernels
 
-# Experiments side by side: the train params and the metrics, none of the paths or mirrors.
+# Experiments side by side: validation accuracy first (choose on it), the test's beside it, then the
+# train params; none of the paths or mirrors.
 compare: install
 	dvc exp show --drop '.*' \
-	  --keep 'Experiment$$|Created$$|State$$|train\.|metrics/test|metrics/train.json:(loss|accuracy)' $(COMPARE_ARGS)
+	  --keep 'Experiment$$|Created$$|State$$|val_accuracy$$|metrics/test.json:(accuracy|params)$$|train\.' \
+	  $(COMPARE_ARGS)
+
+# The parameter count and multiply-adds of params.yaml's model, against gate.max_params, without
+# training (exit 1 when over): make budget BUDGET_ARGS="-S train.model=declared -S 'train.arch.blocks=[...]'"
+BUDGET_ARGS ?=
+budget: install
+	python -m stages.budget $(BUDGET_ARGS)
 
 # The MLflow UI, opened on the runs table of params.yaml's tracking.experiment (not MLflow 3's GenAI view).
 ui: install

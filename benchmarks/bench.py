@@ -39,8 +39,8 @@ CONFIGS = [
 def spec_for(model: str, loop: str, hyper: str, args) -> dict:
     """The child's measurement: one epoch of `model` trained by `loop` with `hyper`'s recipe."""
     train = {**recipes.train_section(hyper), "model": model, "epochs": 1, "seed": 0}
-    return {"loop": loop, "train": train, "threads": args.threads, "dataset": str(args.dataset),
-            "provenance": str(args.provenance),
+    return {"loop": loop, "train": train, "threads": args.threads, "train_data": str(args.train_data),
+            "test_data": str(args.test_data),             "provenance": str(args.provenance),
             "raw": str(args.raw), "limit": args.limit}
 
 
@@ -85,8 +85,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--models", nargs="+", default=sorted({c[0] for c in CONFIGS}))
-    parser.add_argument("--dataset", type=Path, default=paths.dataset)
-    parser.add_argument("--provenance", type=Path, default=paths.provenance, help="the dataset's SHA-256")
+    parser.add_argument("--train-data", type=Path, default=paths.train_data)
+    parser.add_argument("--test-data", type=Path, default=paths.test_data)
+    parser.add_argument("--provenance", type=Path, default=paths.provenance, help="the data files' SHA-256")
     parser.add_argument("--raw", type=Path, default=paths.raw)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results.json"))
     parser.add_argument("--smoke", action="store_true", help="a few batches, one repetition: checks, not figures")
@@ -110,7 +111,7 @@ def main() -> None:
     if not args.smoke:
         with tempfile.TemporaryDirectory() as tmp:
             print("bench: timing dvc repro and MLflow in a scratch copy", file=sys.stderr)
-            repo = pipeline.scratch_copy(Path.cwd(), Path(tmp), [paths.raw, paths.dataset, paths.provenance])
+            repo = pipeline.scratch_copy(Path.cwd(), Path(tmp), [paths.raw, paths.train_data, paths.test_data, paths.provenance])
             timings = pipeline.measure(repo, paths.raw, repeats)
             print("bench: experiments end to end against the plain script (benchmarks/e2e.py)", file=sys.stderr)
             end_to_end = e2e.measure(repo, paths.raw, repeats)

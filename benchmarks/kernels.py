@@ -53,7 +53,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/kernels.json"))
     args = parser.parse_args()
     paths = params.paths
-    args.dataset, args.provenance, args.raw, args.limit = paths.dataset, paths.provenance, paths.raw, None
+    args.train_data, args.test_data, args.provenance = paths.train_data, paths.test_data, paths.provenance
+    args.raw, args.limit = paths.raw, None
     rows, capability = measure(args)
     machine = {"cpu": engine.cpu_name(), "cores": os.cpu_count(), "threads": args.threads, "torch": torch.__version__,
                "native_capability": capability["native"], "portable_capability": capability["portable"]}

@@ -63,7 +63,7 @@ def reference_epoch(model, optimizer, raw: Path, batch_size: int, limit: int | N
 
 def train_flops_per_image(model: torch.nn.Module, batch_size: int) -> float:
     """Floating-point operations of one training step (forward and backward), per image."""
-    model = models.build(model) if isinstance(model, str) else model
+    model = models.build_named(model) if isinstance(model, str) else model
     x, y = torch.randn(batch_size, 1, 28, 28), torch.randint(0, models.NUM_CLASSES, (batch_size,))
     with FlopCounterMode(display=False) as counter:
         F.cross_entropy(model(x), y).backward()
@@ -80,9 +80,10 @@ def measure(spec: dict) -> dict:
     train = config.parse_train(spec["train"])
     torch.manual_seed(train.seed)
     provenance = json.loads(Path(spec["provenance"]).read_text())
-    dataset = mnist.load_dataset(spec["dataset"], provenance, spec["provenance"])
+    dataset = {**mnist.load_split(spec["train_data"], "train", provenance, spec["provenance"]),
+               **mnist.load_split(spec["test_data"], "test", provenance, spec["provenance"])}
     device = engine.pick_device(train.device)
-    model = models.build(train.model, train.dropout).to(device)
+    model = models.build(train.architecture, train.dropout).to(device)
     limit = spec.get("limit")
     if spec["loop"] == "reference":
         optimizer = engine.make_optimizer(train.optimizer, model.parameters(), train.lr)

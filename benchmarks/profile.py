@@ -21,7 +21,7 @@ def main() -> None:
     name = sys.argv[1] if len(sys.argv) > 1 else "cnn24k"
     batch_size = int(sys.argv[2]) if len(sys.argv) > 2 else 64
     torch.manual_seed(0)
-    model = models.build(name)
+    model = models.build_named(name)
     optimizer = engine.make_optimizer("adam", model.parameters(), 1e-3)
     images = torch.randn(batch_size * STEPS, 1, 28, 28)
     labels = torch.randint(0, models.NUM_CLASSES, (batch_size * STEPS,))

@@ -25,7 +25,7 @@ def main(raw: Path, model_name: str = "cnn24k", lr: float = 1e-3, batch_size: in
     with torchvision_mnist(raw) as (root, transform):
         train = DataLoader(datasets.MNIST(root, train=True, transform=transform), batch_size=batch_size, shuffle=True)
         test = DataLoader(datasets.MNIST(root, train=False, transform=transform), batch_size=1000)
-        model = models.build(model_name)
+        model = models.build_named(model_name)
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
         model.train()
         for images, labels in train:

@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=500, help="single-image requests to time")
     args = parser.parse_args()
     paths = config.load().paths
-    data = mnist.load_dataset(paths.dataset, read_json(paths.provenance, produced_by="download"), paths.provenance)
+    data = mnist.load_split(paths.test_data, "test", read_json(paths.provenance, produced_by="download"), paths.provenance)
     images, labels = data["test_images"], data["test_labels"]
 
     started, digits = time.perf_counter(), []

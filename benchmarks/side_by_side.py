@@ -22,12 +22,12 @@ import sys, time, json
 from mnistcnn import config, engine, mnist, models, reproducible
 params = config.load()
 provenance = json.load(open(params.paths.provenance))
-data = mnist.load_dataset(params.paths.dataset, provenance, params.paths.provenance)
+data = mnist.load_split(params.paths.train_data, "train", provenance, params.paths.provenance)
 n = int(sys.argv[1])
 images, labels = mnist.normalize(data["train_images"][:n]), data["train_labels"][:n]
 reproducible.configure(0)
 reproducible.seed_everything(0)
-engine.fit(models.build(params.train.model), params.train, images, labels, lambda row, seconds: None)
+engine.fit(models.build(params.train.architecture), params.train, images, labels, lambda row, seconds: None)
 """
 
 

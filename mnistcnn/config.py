@@ -13,9 +13,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from typing import get_args
+
 from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML, YAMLError
 
+from mnistcnn.arch import ShapeError
 from mnistcnn.schema import GateParams, Params, TrainParams
 
 
@@ -27,18 +30,25 @@ def _field(model: type[BaseModel], loc: tuple) -> tuple[type[BaseModel], Any]:
     """The model holding the last named key of `loc`, and that key's field (None past the schema)."""
     field = None
     for key in loc:
-        if isinstance(key, int) or field is not None and not _is_model(field.annotation):
-            continue  # an item of a list: its description is the list's
+        inner = None if field is None else _is_model(field.annotation) or _item_model(field.annotation)
+        if isinstance(key, int) or field is not None and not inner:
+            continue  # an item of a list of values: its description is the list's
         if field is not None:
-            model = field.annotation
+            model = inner
         field = model.model_fields.get(key)
         if field is None:
             break
     return model, field
 
 
-def _is_model(annotation: Any) -> bool:
-    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+def _is_model(annotation: Any) -> type[BaseModel] | None:
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _item_model(annotation: Any) -> type[BaseModel] | None:
+    """The model of a list of models' items (train.arch.blocks), else None."""
+    args = get_args(annotation)
+    return _is_model(args[0]) if len(args) == 1 else None
 
 
 def _message(error: dict, model: type[BaseModel], prefix: str) -> str:
@@ -54,7 +64,9 @@ def _message(error: dict, model: type[BaseModel], prefix: str) -> str:
     if error["type"] == "model_type":
         return f"{key}: expected a mapping of keys, got {error['input']!r}"
     if error["type"] == "value_error":  # a check of our own: its message says what is allowed
-        reason = str(error["ctx"]["error"])
+        reason = error["ctx"]["error"]
+        if isinstance(reason, ShapeError):  # a shape check of a whole architecture names the key inside it
+            return f"{key}.{reason.key}: {reason.reason}"
         return f"{key}: {reason}" if isinstance(error["input"], dict) else f"{key} = {error['input']!r}: {reason}"
     allowed = field.description if field is not None and field.description else error["msg"]
     return f"{key} = {error['input']!r}: must be {allowed}"

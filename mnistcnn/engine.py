@@ -22,8 +22,10 @@ from tqdm import tqdm
 
 from mnistcnn.models import NUM_CLASSES
 
-if TYPE_CHECKING:  # the schema takes its choices from the registries below
+if TYPE_CHECKING:
     from mnistcnn.schema import TrainParams
+
+VALIDATION_BATCH = 1000  # images a forward pass while scoring: speed and memory only, never the result
 
 
 @dataclass(frozen=True)
@@ -62,9 +64,11 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-# Adam and AdamW fused: one kernel of torch's own per step. The unfused ones take the square root
-# through MKL's vector maths, whose code (and last bits) differ between CPUs whatever it is told
-# (mnistcnn.kernels). Fused is faster too: 0.14 against 0.43 ms a step for quick25k on 2 cores.
+# Keyed by the names mnistcnn.schema allows (train.optimizer, train.schedule); tests/test_params.py
+# checks that the two agree. Adam and AdamW fused: one kernel of torch's own per step. The unfused
+# ones take the square root through MKL's vector maths, whose code (and last bits) differ between
+# CPUs whatever it is told (mnistcnn.kernels). Fused is faster too: 0.14 against 0.43 ms a step for
+# quick25k on 2 cores.
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {  # name -> (params, lr, weight_decay)
     "adam": lambda params, lr, wd: torch.optim.Adam(params, lr=lr, weight_decay=wd, fused=True),
     "adamw": lambda params, lr, wd: torch.optim.AdamW(params, lr=lr, weight_decay=wd, fused=True),
@@ -125,6 +129,7 @@ def train_epoch(
     generator: torch.Generator,
     on_batch: Callable[[int], None] = lambda n: None,
     *,
+    on_step: Callable[[int], None] = lambda batch: None,  # after each step, its number in the epoch (from 1)
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,  # stepped after every batch
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,  # augmentation of a batch
     label_smoothing: float = 0.0,
@@ -133,7 +138,7 @@ def train_epoch(
     model.train()
     loss_sum = torch.zeros((), device=images.device)
     correct = torch.zeros((), dtype=torch.int64, device=images.device)
-    for index in batches(len(labels), batch_size, generator):
+    for batch, index in enumerate(batches(len(labels), batch_size, generator), start=1):
         index = index.to(images.device)
         x, y = images[index], labels[index]
         if transform is not None:
@@ -148,28 +153,51 @@ def train_epoch(
         loss_sum += loss.detach() * len(y)
         correct += (logits.argmax(1) == y).sum()
         on_batch(len(y))
+        on_step(batch)
     n = len(labels)
     return EpochStats(loss=loss_sum.item() / n, accuracy=correct.item() / n)
 
 
+def scoring_steps(steps_per_epoch: int, per_epoch: int) -> list[int]:
+    """The steps of an epoch (from 1) after which validation scores: evenly spaced, the last at its end."""
+    return sorted({math.ceil(steps_per_epoch * j / per_epoch) for j in range(1, per_epoch + 1)})
+
+
 def fit(model: nn.Module, train: TrainParams, images: torch.Tensor, labels: torch.Tensor,
-        on_epoch: Callable[[dict, float], None]) -> list[dict]:
+        on_epoch: Callable[[dict, float], None], validation: tuple[torch.Tensor, torch.Tensor] | None = None,
+        on_score: Callable[[dict], None] = lambda row: None) -> list[dict]:
     """Train `model` in place for `train.epochs` epochs as params.yaml's train section says, with a
-    progress bar on a terminal; calls `on_epoch(row, seconds)` after each; returns the per-epoch history."""
+    progress bar on a terminal; calls `on_epoch(row, seconds)` after each; returns the per-epoch history.
+
+    With `validation` (images, labels), scores the model on it train.validation.per_epoch times an
+    epoch and calls `on_score(row)`: {"step", "epoch" (fractional), "loss", "accuracy"}. Scoring
+    changes nothing of the training: the same weights come out with it or without it."""
     optimizer = make_optimizer(train.optimizer, model.parameters(), train.lr, train.weight_decay)
-    steps = train.epochs * math.ceil(len(labels) / train.batch_size)
-    scheduler = make_scheduler(train.schedule, optimizer, steps, train.warmup)
+    steps_per_epoch = math.ceil(len(labels) / train.batch_size)
+    scheduler = make_scheduler(train.schedule, optimizer, train.epochs * steps_per_epoch, train.warmup)
     generator = torch.Generator().manual_seed(train.seed)  # data order and augmentation: the seed only
     shift = train.augment
     transform = (lambda x: augment(x, generator, shift.rotate, shift.translate)) if shift.active else None
+    score_after = set(scoring_steps(steps_per_epoch, train.validation.per_epoch)) if validation else set()
     history = []
     for epoch in range(1, train.epochs + 1):
         start = time.perf_counter()
         with tqdm(total=len(labels), desc=f"epoch {epoch}/{train.epochs}", unit="img", disable=None,
                   file=sys.stderr, leave=False) as bar:
+
+            def score(batch: int) -> None:
+                if batch in score_after:
+                    result = evaluate(model, *validation, batch_size=VALIDATION_BATCH)
+                    model.train()
+                    step = (epoch - 1) * steps_per_epoch + batch
+                    on_score({"step": step, "epoch": step / steps_per_epoch, "loss": result.loss,
+                              "accuracy": result.accuracy})
+                    bar.set_postfix_str(f"val accuracy {result.accuracy:.4f}")
+
             stats = train_epoch(model, optimizer, images, labels, train.batch_size, generator, bar.update,
-                                scheduler=scheduler, transform=transform, label_smoothing=train.label_smoothing)
-        row = {"epoch": epoch, "loss": stats.loss, "accuracy": stats.accuracy}
+                                on_step=score, scheduler=scheduler, transform=transform,
+                                label_smoothing=train.label_smoothing)
+        row = {"epoch": epoch, "step": epoch * steps_per_epoch, "loss": stats.loss, "accuracy": stats.accuracy}
         history.append(row)  # no timings here: the history is a reproducible DVC output
         on_epoch(row, time.perf_counter() - start)
     return history

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from mnistcnn.config import ParamsError
 from mnistcnn.outputs import DataError, missing_output, verify_sha256
 
 # The statistics of the MNIST training images, as the reference scripts used them.
@@ -72,21 +73,52 @@ def assemble(decoded: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return decoded
 
 
-def load_dataset(path: str | Path, provenance: dict, provenance_path: str | Path) -> dict[str, torch.Tensor]:
-    """Read the decoded tensors written by the download stage (no unpickling of code), once their
-    bytes are checked against the SHA-256 the provenance records."""
+def split_files(dataset: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    """The decoded tensors, one mapping per split (written to a file each: train reads only its own)."""
+    return {split: {f"{split}_{kind}": dataset[f"{split}_{kind}"] for kind in ("images", "labels")}
+            for split in SPLITS}
+
+
+def load_split(path: str | Path, split: str, provenance: dict, provenance_path: str | Path) -> dict[str, torch.Tensor]:
+    """Read one split's decoded tensors (`train_images`, `train_labels`), written by the download stage,
+    once their bytes are checked against the SHA-256 the provenance records; no code is unpickled."""
     path = Path(path)
     if not path.exists():
         raise missing_output(path, produced_by="download")
-    verify_sha256(path, provenance.get("dataset_sha256"), str(provenance_path), produced_by="download")
+    verify_sha256(path, provenance.get(f"{split}_sha256"), str(provenance_path), produced_by="download")
     try:
-        dataset = torch.load(path, weights_only=True)
+        tensors = torch.load(path, weights_only=True)
     except Exception as err:  # torch raises several types for a damaged archive
-        raise DataError(f"{path}: cannot be read as a decoded dataset ({err})") from None
-    missing = [f"{s}_{k}" for s in SPLITS for k in ("images", "labels") if f"{s}_{k}" not in dataset]
+        raise DataError(f"{path}: cannot be read as decoded {split} data ({err})") from None
+    missing = [f"{split}_{k}" for k in ("images", "labels") if f"{split}_{k}" not in tensors]
     if missing:
         raise DataError(f"{path}: missing entries {missing}; rerun the download stage")
-    return dataset
+    return tensors
+
+
+def validation_split(labels: torch.Tensor, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(kept, held out) indices, each ascending: `size` images held out, stratified by digit.
+
+    Each digit gives its share of `size` (largest remainders settle the rounding), drawn by a
+    generator of its own seed: the held-out set's classes are the training set's proportions,
+    and the split never depends on train.seed, so runs with other seeds are scored on the same images.
+    """
+    if not 0 <= size < len(labels):
+        raise ParamsError(f"train.validation.size = {size}: must be below the {len(labels):,} training images")
+    counts = torch.bincount(labels, minlength=10).tolist()
+    exact = [size * c / len(labels) for c in counts]
+    shares = [int(e) for e in exact]
+    for digit in sorted(range(10), key=lambda d: exact[d] - shares[d], reverse=True)[:size - sum(shares)]:
+        shares[digit] += 1
+    generator = torch.Generator().manual_seed(seed)
+    held = []
+    for digit, share in enumerate(shares):
+        members = (labels == digit).nonzero().flatten()
+        held.append(members[torch.randperm(len(members), generator=generator)[:share]])
+    held_out = torch.cat(held).sort().values
+    keep = torch.ones(len(labels), dtype=torch.bool)
+    keep[held_out] = False
+    return keep.nonzero().flatten(), held_out
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:

@@ -39,10 +39,21 @@ def train_section(name: str, params_path: str | Path = "params.yaml") -> dict:
     return config.merge(config.read_yaml(params_path)["train"], load(name, params_path))
 
 
+def hydra_value(value) -> str:
+    """A value in the override grammar `dvc exp run -S` parses (Hydra's), without spaces:
+    [{channels:12,pool:max},{channels:24}] for a list of blocks."""
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{key}:{hydra_value(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(hydra_value(item) for item in value) + "]"
+    return yaml.safe_dump(value, default_flow_style=True).splitlines()[0]
+
+
 def flags(train: dict) -> list[str]:
-    """`-S train.key=value` for every key, nested keys dotted; values in YAML, as DVC reads them."""
+    """`-S train.key=value` for every key, nested keys dotted; values in YAML, as DVC reads them,
+    lists (train.arch.blocks) in the override grammar."""
     flat = config.flatten(train, prefix="train.")
-    values = {key: yaml.safe_dump(value, default_flow_style=True).splitlines()[0] for key, value in flat.items()}
+    values = {key: hydra_value(value) for key, value in flat.items()}
     if any(" " in f"{key}={value}" for key, value in values.items()):
         raise ParamsError("recipe values must not contain spaces (they become shell words)")
     return [f"-S {key}={value}" for key, value in values.items()]

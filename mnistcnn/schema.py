@@ -2,8 +2,9 @@
 
 Each field's description says what is allowed; mnistcnn.config turns a failed
 validation into `key = value: must be <description>`. Unknown keys are refused,
-so a typo never passes for a change. Choices come from the registries they
-select from: models, optimisers, schedules.
+so a typo never passes for a change. It imports no torch, so params are checked
+(and a declared model counted, `make budget`) in well under a second; the engine's
+optimisers and schedules are keyed by the names declared here.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from mnistcnn.engine import OPTIMIZERS, SCHEDULES
+from mnistcnn.arch import DECLARED, NAMED, Arch, resolve
 from mnistcnn.kernels import MODES as KERNEL_MODES
-from mnistcnn.models import REGISTRY
 
-MODELS = tuple(REGISTRY)
+MODELS = (*NAMED, DECLARED)
+OPTIMIZERS = ("adam", "adamw", "sgd")  # sgd: momentum 0.9, Nesterov
+SCHEDULES = ("constant", "onecycle")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
@@ -118,11 +120,21 @@ class AugmentParams(_Section):
         return self.rotate > 0 or self.translate > 0
 
 
+class ValidationParams(_Section):
+    """Training images held out to choose on: the test set is for the final score only."""
+
+    size: _integer(0)  # images, stratified by digit; 0: none held out (train on all, no validation metrics)
+    seed: _integer(0)  # which images: apart from train.seed, so every run is scored on the same ones
+    per_epoch: _integer(1)  # scorings per epoch, evenly spaced, the last at the epoch's end
+
+
 class TrainParams(_Section):
-    model: _choice(MODELS)
-    optimizer: _choice(tuple(OPTIMIZERS))
+    model: _choice(MODELS)  # a named architecture, or `declared`: the one under `arch`
+    arch: Arch  # the declared architecture (mnistcnn/arch.py), used when model is `declared`
+    validation: ValidationParams
+    optimizer: _choice(OPTIMIZERS)
     lr: Positive  # the peak rate under the onecycle schedule
-    schedule: _choice(tuple(SCHEDULES))
+    schedule: _choice(SCHEDULES)
     warmup: _number(0, 1, open_low=True)  # onecycle: the fraction of steps spent rising to `lr`
     weight_decay: _number(0, 1)
     label_smoothing: _number(0, 1)
@@ -130,11 +142,16 @@ class TrainParams(_Section):
     batch_size: _integer(1)
     epochs: _integer(1)
     seed: _integer(0)
-    dropout: Annotated[float | None, Field(ge=0, lt=1, description="null (the model's reference value) "
+    dropout: Annotated[float | None, Field(ge=0, lt=1, description="null (the architecture's own rate) "
                                                                    "or a number in [0, 1)")]
     device: _choice(DEVICES)
     threads: _integer(0)  # CPU threads; 0: the number of cores. Results depend on it, so DVC tracks it.
     kernels: _choice(KERNEL_MODES)  # portable: the same bits on every x86-64 CPU; native: this CPU's fastest
+
+    @property
+    def architecture(self) -> Arch:
+        """What trains: the named model's declaration, or train.arch."""
+        return resolve(self.model, self.arch)
 
 
 class EvaluateParams(_Section):
@@ -179,12 +196,14 @@ class PathsParams(_Section):
     """Every file a stage reads or writes; dvc.yaml names the same ones via ${paths.*}."""
 
     raw: FilePath
-    dataset: FilePath
+    train_data: FilePath
+    test_data: FilePath
     provenance: FilePath
     model: FilePath
     model_card: FilePath
     train_metrics: FilePath
     train_history: FilePath
+    val_history: FilePath
     test_metrics: FilePath
     predictions: FilePath
     gate_report: FilePath

@@ -1,4 +1,5 @@
-"""download stage: fetch the four MNIST files, verify them, decode them once into tensors.
+"""download stage: fetch the four MNIST files, verify them, decode them once into tensors:
+one file for the training images, one for the test images.
 
 The sources and the checks are mnistcnn.mirrors'; this stage writes the raw
 files, the decoded tensors and their provenance, all or none, and logs the
@@ -9,8 +10,8 @@ from __future__ import annotations
 
 import os
 
-from mnistcnn import cli, config, mirrors, tracking
-from mnistcnn.outputs import atomic_dir, save_torch, sha256_file, write_json
+from mnistcnn import cli, config, mirrors, mnist, tracking
+from mnistcnn.outputs import atomic_dir, atomic_outputs, save_torch, sha256_file, write_json
 
 
 def main() -> None:
@@ -21,8 +22,13 @@ def main() -> None:
         dataset, provenance, origins = mirrors.download(params, dict(os.environ), staging)
         with tracking.run(params.tracking.experiment + "-data", run_name="download", stage="download"):
             tracking.log_provenance(provenance, origins)
-        save_torch(dataset, paths.dataset)
-        write_json(paths.provenance, {**provenance, "dataset_sha256": sha256_file(paths.dataset)})
+        with atomic_outputs() as stage:  # all three, or none
+            digests = {}
+            for split, tensors in mnist.split_files(dataset).items():  # a file each: train never reads the test's
+                path = stage(paths.train_data if split == "train" else paths.test_data)
+                save_torch(tensors, path)
+                digests[f"{split}_sha256"] = sha256_file(path)
+            write_json(stage(paths.provenance), {**provenance, **digests})
 
 
 if __name__ == "__main__":

@@ -31,12 +31,17 @@ def write_predictions(path, labels: torch.Tensor, predictions: torch.Tensor) -> 
 def adopt(params, card: dict, model, images: torch.Tensor) -> None:
     """Record, in the active new run, what the train stage records: its params, curves and model."""
     history = read_json(params.paths.train_history, produced_by="train")
-    tracking.log_params({**config.as_dict(params.train), "dropout": card["dropout"], "param_count": card["params"]})
+    scores = read_json(params.paths.val_history, produced_by="train")
+    tracking.log_params({**config.as_dict(params.train), "arch": card["arch"], "dropout": card["dropout"],
+                         "param_count": card["params"], "macs": card["macs"]})
     tracking.set_tags({tracking.WEIGHTS_TAG: card["weights_sha256"], "model": card["model"],
-                       "params.digest": config.digest(params.train), "dataset.digest": card["dataset_digest"],
+                       "arch.digest": config.digest(card["arch"]), "params.digest": config.digest(params.train),
+                       "dataset.digest": card["dataset_digest"],
                        "run.adopted": "evaluate found no run that trained these weights in this store"})
     for row in history:
-        tracking.log_metrics({"train/loss": row["loss"], "train/accuracy": row["accuracy"]}, step=row["epoch"])
+        tracking.log_metrics({"train/loss": row["loss"], "train/accuracy": row["accuracy"]}, step=row["step"])
+    for row in scores:
+        tracking.log_metrics({"val/loss": row["loss"], "val/accuracy": row["accuracy"]}, step=row["step"])
     tracking.log_model(model, images)
 
 
@@ -49,10 +54,10 @@ def main() -> None:
     card = read_json(paths.model_card, produced_by="train")
     model = weights.load_model(card, paths.model, paths.model_card)
     provenance = read_json(paths.provenance, produced_by="download")
-    dataset = mnist.load_dataset(paths.dataset, provenance, paths.provenance)
+    data = mnist.load_split(paths.test_data, "test", provenance, paths.provenance)
     device = engine.pick_device(params.train.device)
-    images = mnist.normalize(dataset["test_images"]).to(device)
-    labels = dataset["test_labels"].to(device)
+    images = mnist.normalize(data["test_images"]).to(device)
+    labels = data["test_labels"].to(device)
     phases.mark("data and model")
     result = engine.evaluate(model.to(device), images, labels, params.evaluate.batch_size)
     per_class = engine.per_class_accuracy(result.confusion)

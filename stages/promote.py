@@ -75,12 +75,14 @@ def promote(params) -> str:
     from mnistcnn import serving  # noqa: PLC0415 (only when there is a model to log)
 
     metrics = read_json(paths.test_metrics, produced_by="evaluate")
+    validation = read_json(paths.train_metrics, produced_by="train").get("val_accuracy")
     with tracking.run(params.tracking.experiment, stage="promote", run_id=run_id):
         model_uri = serving.log_served_model(paths.model, paths.model_card)
     tags = {"git.commit": commit, "params.digest": config.digest(params.train),
             "dataset.digest": card["dataset_digest"], tracking.WEIGHTS_TAG: card["weights_sha256"],
-            "test.accuracy": metrics["accuracy"], "param_count": card["params"], "model": card["model"],
-            "gate": f"PASS against {label}"}
+            "test.accuracy": metrics["accuracy"], "param_count": card["params"], "macs": card["macs"],
+            "model": card["model"], "arch.digest": config.digest(card["arch"]), "gate": f"PASS against {label}",
+            **({"val.accuracy": validation} if validation is not None else {})}
     version = registry.register(name, model_uri, run_id, tags, description=report)
     registry.move_alias(name, alias, version.version)
     return (f"{name} version {version.version}: {card['model']}, test accuracy {metrics['accuracy']:.2%}, "

@@ -1,8 +1,11 @@
 """train stage: train the model params.yaml names, log it to MLflow, write its weights.
 
+It reads the training images only (the test images are another file, evaluate's),
+holds out train.validation.size of them, and scores the model on those as it trains.
 Outputs (paths in params.yaml): the weights as a state dict (load it with
-`weights_only=True`), a model card naming the architecture and the weights'
-SHA-256, the final epoch's train metrics, and the per-epoch history. None of
+`weights_only=True`), a model card declaring the architecture and the weights'
+SHA-256, the final train and validation metrics, the per-epoch history and the
+validation curve. None of
 them names the MLflow run, which differs from one reproduction to the next: the
 run is tagged with the weights' SHA-256 and found by it (tracking.training_run).
 """
@@ -11,13 +14,13 @@ from __future__ import annotations
 
 import sys
 
-from mnistcnn import cli, config, engine, mnist, models, phases, reproducible, tracking
+from mnistcnn import arch, cli, config, engine, mnist, models, phases, reproducible, tracking
 from mnistcnn.outputs import atomic_outputs, read_json, save_torch, sha256_file, write_json
-from mnistcnn.schema import PathsParams
+from mnistcnn.schema import PathsParams, ValidationParams
 
 
-def write_outputs(paths: PathsParams, model, card: dict, history: list[dict]) -> None:
-    """The stage's four outputs, written together: all new, or (failed, interrupted) none."""
+def write_outputs(paths: PathsParams, model, card: dict, history: list[dict], scores: list[dict]) -> None:
+    """The stage's five outputs, written together: all new, or (failed, interrupted) none."""
     final = history[-1]
     with atomic_outputs() as stage:
         weights = stage(paths.model)
@@ -26,8 +29,18 @@ def write_outputs(paths: PathsParams, model, card: dict, history: list[dict]) ->
         tracking.set_tags({tracking.WEIGHTS_TAG: card["weights_sha256"]})  # the run is found by it
         write_json(stage(paths.model_card), card)
         write_json(stage(paths.train_history), history)
-        write_json(stage(paths.train_metrics), {"loss": final["loss"], "accuracy": final["accuracy"],
-                                                "params": card["params"]})
+        write_json(stage(paths.val_history), scores)
+        validation = {"val_accuracy": scores[-1]["accuracy"], "val_loss": scores[-1]["loss"]} if scores else {}
+        write_json(stage(paths.train_metrics), {**validation, "loss": final["loss"], "accuracy": final["accuracy"],
+                                                "params": card["params"], "macs": card["macs"]})
+
+
+def split(data: dict, validation: ValidationParams, device) -> tuple[tuple, tuple | None]:
+    """(images, labels) to train on and the held-out (images, labels), or None when none is held out."""
+    kept, held_out = mnist.validation_split(data["train_labels"], validation.size, validation.seed)
+    images, labels = mnist.normalize(data["train_images"]), data["train_labels"]
+    fit = images[kept].to(device), labels[kept].to(device)
+    return fit, (images[held_out].to(device), labels[held_out].to(device)) if len(held_out) else None
 
 
 def main() -> None:
@@ -36,47 +49,58 @@ def main() -> None:
     tracking.connect()  # before any work: a tracking server that is down fails the stage in seconds
     reproducible.configure(train.threads, train.kernels)  # before any tensor work, which fixes the kernels
     provenance = read_json(paths.provenance, produced_by="download")
-    dataset = mnist.load_dataset(paths.dataset, provenance, paths.provenance)
+    data = mnist.load_split(paths.train_data, "train", provenance, paths.provenance)  # never the test file
     reproducible.seed_everything(train.seed)
     device = engine.pick_device(train.device)
-    images = mnist.normalize(dataset["train_images"]).to(device)
-    labels = dataset["train_labels"].to(device)
+    (images, labels), validation = split(data, train.validation, device)
     phases.mark("data")
     # torch.optim's first optimizer, and the model export, import torch's compiler stack (0.8 s on
     # 2 cores); imported here, its time is a phase of its own rather than part of the training loop's.
     import torch._dynamo  # noqa: F401, PLC0415
 
     phases.mark("torch's compiler stack (optimizer, export)")
-    model = models.build(train.model, train.dropout).to(device)
-    n_params = models.count_parameters(model)
-    dropout = models.resolve_dropout(train.model, train.dropout)
+    declared = train.architecture
+    model = models.build(declared, train.dropout).to(device)
+    n_params, macs = models.count_parameters(model), arch.count_macs(declared)
+    dropout = models.rate(declared, train.dropout)
+    scores = []
 
     def on_epoch(row: dict, seconds: float) -> None:
         print(f"train: epoch {row['epoch']}/{train.epochs} loss {row['loss']:.4f} "
               f"accuracy {row['accuracy']:.4f} ({seconds:.1f} s)", file=sys.stderr)
         tracking.log_metrics({"train/loss": row["loss"], "train/accuracy": row["accuracy"],
-                              "train/epoch_seconds": seconds}, step=row["epoch"])
+                              "train/epoch_seconds": seconds}, step=row["step"])
+
+    def on_score(row: dict) -> None:
+        scores.append(row)
+        print(f"train: step {row['step']} (epoch {row['epoch']:.2f}) validation loss {row['loss']:.4f} "
+              f"accuracy {row['accuracy']:.4f}", file=sys.stderr)
+        tracking.log_metrics({"val/loss": row["loss"], "val/accuracy": row["accuracy"]}, step=row["step"])
 
     with tracking.run(params.tracking.experiment, stage="train", run_name=tracking.run_name(train)):
-        tracking.log_params({**config.as_dict(train), "dropout": dropout, "param_count": n_params})
+        tracking.log_params({**config.as_dict(train), "arch": declared.model_dump(), "dropout": dropout,
+                             "param_count": n_params, "macs": macs})
         tracking.set_tags({**reproducible.environment(device, images, train.threads), "model": train.model,
-                           "params.digest": config.digest(train), "dataset.digest": provenance["digest"]})
-        tracking.log_dataset_input(provenance, paths.dataset, context="training")
-        print(f"train: {train.model} ({n_params:,} parameters) on {device}, "
-              f"{len(labels):,} images, {train.epochs} epoch(s)", file=sys.stderr)
+                           "arch.digest": config.digest(declared), "params.digest": config.digest(train),
+                           "dataset.digest": provenance["digest"]})
+        tracking.log_dataset_input(provenance, paths.train_data, context="training")
+        held = f", {len(validation[1]):,} held out for validation" if validation else ", none held out"
+        print(f"train: {train.model} ({n_params:,} parameters, {macs / 1e6:.2f}M multiply-adds per image) "
+              f"on {device}, {len(labels):,} images{held}, {train.epochs} epoch(s)", file=sys.stderr)
         phases.mark("mlflow: run start, params, dataset")
         with reproducible.nondeterministic_kernels() as kernels:
-            history = engine.fit(model, train, images, labels, on_epoch)
+            history = engine.fit(model, train, images, labels, on_epoch, validation, on_score)
         if kernels:
             print(f"train: ran without a deterministic kernel: {', '.join(sorted(kernels))}; "
                   "the weights may differ between runs", file=sys.stderr)
             tracking.set_tags(reproducible.determinism(kernels))
         phases.mark("training loop")
-        tracking.log_model(model, mnist.normalize(dataset["test_images"][:tracking.EXAMPLE_IMAGES]))
+        tracking.log_model(model, images[:tracking.EXAMPLE_IMAGES])
         phases.mark("mlflow: model export and logging")
 
-        card = {"model": train.model, "dropout": dropout, "params": n_params, "dataset_digest": provenance["digest"]}
-        write_outputs(paths, model, card, history)
+        card = {"model": train.model, "arch": declared.model_dump(), "dropout": dropout, "params": n_params,
+                "macs": macs, "dataset_digest": provenance["digest"]}
+        write_outputs(paths, model, card, history, scores)
         phases.mark("outputs")
     phases.mark("mlflow: run end")
 

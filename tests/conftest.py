@@ -74,7 +74,8 @@ def params_for(digests: dict[str, str], mirrors: list[str], **train) -> dict:
     params["download"]["timeout"] = 5
     for key, digest in digests.items():
         params["download"]["files"][key]["sha256"] = digest
-    params["train"].update({"model": "cnn9k", "epochs": 1, "batch_size": 32, "lr": 0.01, "device": "cpu"})
+    params["train"].update({"model": "cnn9k", "epochs": 1, "batch_size": 32, "lr": 0.01, "device": "cpu",
+                            "validation": {"size": 100, "seed": 0, "per_epoch": 1}})  # 500 images left to train on
     params["train"].update(train)
     params["evaluate"]["batch_size"] = 64
     return params

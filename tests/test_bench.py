@@ -21,15 +21,19 @@ def synthetic_dataset(folder):
     for key, name in FILE_NAMES.items():
         content = mnist.decompress((folder / "raw" / name).read_bytes(), name)
         decoded[key] = mnist.decode_idx(content, key.split("_")[1], name)
-    save_torch(decoded, folder / "mnist.pt")
-    (folder / "provenance.json").write_text(json.dumps({"dataset_sha256": sha256_file(folder / "mnist.pt")}))
+    digests = {}
+    for split, tensors in mnist.split_files(decoded).items():
+        save_torch(tensors, folder / f"{split}.pt")
+        digests[f"{split}_sha256"] = sha256_file(folder / f"{split}.pt")
+    (folder / "provenance.json").write_text(json.dumps(digests))
 
 
 def test_smoke_run_writes_every_figure(tmp_path):
     synthetic_dataset(tmp_path)
     out = tmp_path / "results.json"
     command = [sys.executable, "-m", "benchmarks.bench", "--smoke", "--models", "cnn9k", "tiny10k",
-               "--dataset", str(tmp_path / "mnist.pt"), "--provenance", str(tmp_path / "provenance.json"), "--raw", str(tmp_path / "raw"), "--out", str(out)]
+               "--train-data", str(tmp_path / "train.pt"),
+               "--test-data", str(tmp_path / "test.pt"), "--provenance", str(tmp_path / "provenance.json"), "--raw", str(tmp_path / "raw"), "--out", str(out)]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())

@@ -124,11 +124,13 @@ def test_stage_writes_its_outputs_from_the_mirror_env(mnist_dir, tmp_path, monke
     (repo / "params.yaml").write_text(yaml.safe_dump(params_for(digests, ["http://127.0.0.1:9/"])))
     assert run_stage(download_stage, repo, monkeypatch, env={"MNIST_MIRROR": str(folder)}) == 0
     provenance = json.loads((repo / "data/provenance.json").read_text())
-    dataset = mnist.load_dataset(repo / "data/mnist.pt", provenance, "provenance.json")
+    test = mnist.load_split(repo / "data/test.pt", "test", provenance, "provenance.json")
     images, labels = synthetic_split(200, seed=2)  # how conftest made the test split
-    assert torch.equal(dataset["test_images"], images) and torch.equal(dataset["test_labels"], labels.long())
+    assert torch.equal(test["test_images"], images) and torch.equal(test["test_labels"], labels.long())
+    train = mnist.load_split(repo / "data/train.pt", "train", provenance, "provenance.json")
+    assert set(train) == {"train_images", "train_labels"} and len(train["train_labels"]) == 600
     assert sorted(p.name for p in (repo / "data/raw").iterdir()) == sorted(FILE_NAMES.values())
-    assert sorted(p.name for p in (repo / "data").iterdir()) == ["mnist.pt", "provenance.json", "raw"]
+    assert sorted(p.name for p in (repo / "data").iterdir()) == ["provenance.json", "raw", "test.pt", "train.pt"]
 
 
 def test_bad_params_stop_the_stage_before_any_download(tmp_path, monkeypatch, capsys, mnist_dir):

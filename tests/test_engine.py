@@ -23,7 +23,7 @@ def test_batches_cover_every_index_once_in_a_seeded_order():
 def test_training_learns_the_synthetic_digits():
     torch.manual_seed(0)
     images, labels = tiny_data(600)
-    model = models.build("cnn9k")
+    model = models.build_named("cnn9k")
     optimizer = engine.make_optimizer("adam", model.parameters(), lr=0.01)
     before = engine.evaluate(model, images, labels, 100).loss
     for _ in range(2):
@@ -36,7 +36,7 @@ def test_same_seed_gives_identical_weights_and_another_seed_does_not():
     def train(seed):
         torch.manual_seed(seed)
         images, labels = tiny_data(64)
-        model = models.build("cnn9k")
+        model = models.build_named("cnn9k")
         optimizer = engine.make_optimizer("adam", model.parameters(), lr=0.01)
         engine.train_epoch(model, optimizer, images, labels, 16, torch.Generator().manual_seed(seed))
         return torch.cat([p.detach().flatten() for p in model.parameters()])

@@ -8,7 +8,7 @@ import time
 import psutil
 import pytest
 
-from tests.conftest import git_commit, make_repo, sh, stored_runs
+from tests.conftest import ROOT, git_commit, make_repo, sh, stored_runs
 
 QUEUE_TIMEOUT = 300  # seconds; two synthetic experiments take well under a minute
 
@@ -91,3 +91,23 @@ def test_a_queued_sweep_and_a_temp_run_each_leave_one_complete_run_in_the_repos_
     cards = sh(sys.executable, "-c", read, *revs, cwd=repo, env=env).split()
     # each experiment's model card (a DVC output) names its own weights, and so its run
     assert cards == [run["tags"]["weights.sha256"] for run in new]
+
+
+def test_a_declared_architecture_runs_as_an_experiment_and_compares_on_validation_first(repo):
+    repo, env, _ = repo
+    blocks = "[{channels:6,pool:max},{channels:12,convs:2,pool:max},{channels:16,dropout:channel}]"
+    sh("dvc", "exp", "run", "-n", "declared-1", "-S", "train.model=declared", "-S", f"train.arch.blocks={blocks}",
+       "-S", "train.arch.head.pool=avg", cwd=repo, env=env)
+    run = next(run for run in stored_runs(repo) if run["tags"].get("dvc.exp_name") == "declared-1")
+    assert run["status"] == "FINISHED" and {"val/accuracy", "test/accuracy"} <= set(run["metrics"])
+    declared = json.loads(run["params"]["arch.blocks"])
+    assert [(b["channels"], b["convs"], b["pool"], b["dropout"]) for b in declared] == [
+        (6, 1, "max", "none"), (12, 2, "max", "none"), (16, 1, "none", "channel")]
+    # conv 1->6, 6->12, 12->12, 12->16 (3x3, no bias before BN), their BNs, and the linear layer on 16 averages
+    assert run["params"]["param_count"] == str(54 + 648 + 1296 + 1728 + 2 * (6 + 12 + 12 + 16) + 170)
+    assert run["name"].startswith("declared-") and run["tags"]["model"] == "declared"
+
+    compare = sh("make", "-s", "-n", "compare", "COMPARE_ARGS=--csv", cwd=ROOT, env=env)  # the command it runs
+    table = sh("bash", "-c", compare, cwd=repo, env=env).splitlines()
+    assert table[0].split(",")[3:6] == ["val_accuracy", "metrics/test.json:accuracy", "metrics/test.json:params"]
+    assert any(line.split(",")[5] == run["params"]["param_count"] for line in table[1:])

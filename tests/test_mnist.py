@@ -40,38 +40,43 @@ def test_assemble_refuses_images_and_labels_that_disagree():
         mnist.assemble(parts)
 
 
-def test_dataset_round_trips_through_the_decoded_file(tmp_path):
+def test_each_split_round_trips_through_its_own_file(tmp_path):
     images, labels = synthetic_split(10, seed=0)
     dataset = {f"{s}_{k}": t for s in mnist.SPLITS for k, t in (("images", images), ("labels", labels.long()))}
-    save_torch(dataset, tmp_path / "d.pt")
-    loaded = mnist.load_dataset(tmp_path / "d.pt", {"dataset_sha256": sha256_file(tmp_path / "d.pt")}, "p.json")
-    assert all(torch.equal(loaded[k], dataset[k]) for k in dataset)
-    save_torch(dataset, tmp_path / "again.pt")  # equal tensors, equal bytes: DVC hashes agree
+    files = mnist.split_files(dataset)
+    assert {split: set(tensors) for split, tensors in files.items()} == {
+        "train": {"train_images", "train_labels"}, "test": {"test_images", "test_labels"}}
+    save_torch(files["test"], tmp_path / "d.pt")
+    loaded = mnist.load_split(tmp_path / "d.pt", "test", {"test_sha256": sha256_file(tmp_path / "d.pt")}, "p.json")
+    assert loaded.keys() == files["test"].keys() and all(torch.equal(loaded[k], dataset[k]) for k in loaded)
+    with pytest.raises(DataError, match=r"p.json: records no SHA-256"):  # the train file's digest is another key
+        mnist.load_split(tmp_path / "d.pt", "train", {"test_sha256": sha256_file(tmp_path / "d.pt")}, "p.json")
+    save_torch(files["test"], tmp_path / "again.pt")  # equal tensors, equal bytes: DVC hashes agree
     assert (tmp_path / "again.pt").read_bytes() == (tmp_path / "d.pt").read_bytes()
 
 
-def test_load_dataset_names_a_missing_corrupt_or_unrecorded_file(tmp_path):
+def test_load_split_names_a_missing_corrupt_or_unrecorded_file(tmp_path):
     path = tmp_path / "d.pt"
     with pytest.raises(DataError, match="d.pt: missing; the download stage writes it \\(run `dvc repro`\\)"):
-        mnist.load_dataset(path, {}, "p.json")
+        mnist.load_split(path, "train", {}, "p.json")
     path.write_bytes(b"not a torch file")
     with pytest.raises(DataError, match="d.pt: cannot be read"):
-        mnist.load_dataset(path, {"dataset_sha256": sha256_file(path)}, "p.json")
+        mnist.load_split(path, "train", {"train_sha256": sha256_file(path)}, "p.json")
     with pytest.raises(DataError, match=r"p.json: records no SHA-256 for .*d.pt; rerun the download stage"):
-        mnist.load_dataset(path, {}, "p.json")
+        mnist.load_split(path, "train", {}, "p.json")
 
 
 def test_a_decoded_dataset_with_a_flipped_byte_is_refused_before_it_is_read(tmp_path):
     images, labels = synthetic_split(10, seed=0)
     dataset = {f"{s}_{k}": t for s in mnist.SPLITS for k, t in (("images", images), ("labels", labels.long()))}
     path = tmp_path / "d.pt"
-    save_torch(dataset, path)
-    provenance = {"dataset_sha256": sha256_file(path)}
+    save_torch(mnist.split_files(dataset)["train"], path)
+    provenance = {"train_sha256": sha256_file(path)}
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01  # one bit, in the middle of the image bytes: torch would load it
     path.write_bytes(bytes(data))
     with pytest.raises(DataError, match=r"d.pt: SHA-256 \w+\.\.\. is not the \w+\.\.\. that p.json records"):
-        mnist.load_dataset(path, provenance, "p.json")
+        mnist.load_split(path, "train", provenance, "p.json")
 
 
 def test_normalize_standardises_and_adds_the_channel_axis():

@@ -114,7 +114,7 @@ def test_load_prefixes_validation_errors_with_the_file(tmp_path):
 
 
 @pytest.mark.parametrize("path, message", [
-    (("train", "lrr"), "train.lrr: unknown key; allowed: model, optimizer, lr, schedule"),
+    (("train", "lrr"), "train.lrr: unknown key; allowed: model, arch, validation, optimizer, lr"),
     (("trian",), "trian: unknown key; allowed: paths, download, train, evaluate, tracking, gate"),
     (("train", "augment", "rotation"), "train.augment.rotation: unknown key; allowed: rotate, translate"),
     (("download", "files", "extra_images"), "download.files.extra_images: unknown key"),
@@ -143,7 +143,7 @@ def test_every_bad_value_is_named_at_once():
 def test_the_choices_offered_are_the_registries():
     """A model, optimiser or schedule added to its registry is accepted with no other change."""
     from mnistcnn import engine, models
-    for key, registry in (("model", models.REGISTRY), ("optimizer", engine.OPTIMIZERS),
+    for key, registry in (("model", (*models.NAMED, "declared")), ("optimizer", engine.OPTIMIZERS),
                           ("schedule", engine.SCHEDULES)):
         raw = copy.deepcopy(VALID)
         raw["train"][key] = "none-such"
@@ -171,8 +171,8 @@ def test_merge_sets_nested_keys_one_by_one_as_dvc_exp_run_does():
     ("raw", "stages", "paths.raw = 'stages': must not be inside `stages`, which the repository needs"),
     ("train_metrics", ".git/hooks/x", "must not be inside `.git`"),
     ("raw", "", "paths.raw = '': must be a non-empty string"),
-    ("dataset", "data/raw/mnist.pt", "paths.dataset = 'data/raw/mnist.pt' overlaps paths.raw = 'data/raw'"),
-    ("raw", "data", "paths.dataset = 'data/mnist.pt' overlaps paths.raw = 'data'"),
+    ("train_data", "data/raw/train.pt", "paths.train_data = 'data/raw/train.pt' overlaps paths.raw = 'data/raw'"),
+    ("raw", "data", "paths.train_data = 'data/train.pt' overlaps paths.raw = 'data'"),
 ])
 def test_a_path_that_escapes_or_would_replace_what_the_repository_needs_is_refused(key, value, message):
     raw = copy.deepcopy(VALID)

@@ -53,12 +53,13 @@ def test_one_mlflow_run_holds_params_curves_metrics_dataset_and_model(repo):
         run = mlflow.get_run(tracking.training_run("mnist-compact-cnn", {card['weights_sha256']!r}))
         client = mlflow.MlflowClient()
         model = mlflow.pyfunc.load_model(f"runs:/{{run.info.run_id}}/model")
-        data = mnist.load_dataset("data/mnist.pt", json.load(open("data/provenance.json")), "data/provenance.json")
+        data = mnist.load_split("data/test.pt", "test", json.load(open("data/provenance.json")), "data/provenance.json")
         out = model.predict(mnist.normalize(data["test_images"]).numpy())
         print(json.dumps({{
             "status": run.info.status, "artifact_uri": run.info.artifact_uri, "params": run.data.params, "metrics": run.data.metrics,
             "tags": run.data.tags, "inputs": [d.dataset.name for d in run.inputs.dataset_inputs],
             "curve": [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")],
+            "val_curve": [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val/accuracy")],
             "artifacts": [a.path for a in client.list_artifacts(run.info.run_id, "evaluation")],
             "pyfunc_accuracy": (torch.as_tensor(out).argmax(1) == data["test_labels"]).double().mean().item(),
         }}))
@@ -72,7 +73,12 @@ def test_one_mlflow_run_holds_params_curves_metrics_dataset_and_model(repo):
     assert found["params"]["dropout"] == "0.2" and found["params"]["lr"] == "0.01"
     assert found["tags"]["weights.sha256"] == hashlib.sha256((repo / "models/model.pt").read_bytes()).hexdigest()
     assert found["metrics"]["test/accuracy"] == metrics["accuracy"]
-    assert "train/accuracy" in found["metrics"] and found["curve"] == [1]
+    steps = 16  # 500 images (100 of the 600 held out) in batches of 32: the MLflow step is the optimiser's
+    assert "train/accuracy" in found["metrics"] and found["curve"] == [steps]
+    train_metrics = json.loads((repo / "metrics/train.json").read_text())
+    assert found["val_curve"] == [[steps, train_metrics["val_accuracy"]]] and list(train_metrics)[0] == "val_accuracy"
+    assert found["params"]["macs"] == str(train_metrics["macs"]) == "510912"
+    assert json.loads(found["params"]["arch.blocks"])[2]["dropout"] == "channel"  # cnn9k's, resolved from its name
     tags = found["tags"]
     assert tags["git.commit"] == sh("git", "rev-parse", "HEAD", cwd=repo).strip()
     assert tags["git.dirty"] == "false" and "dvc.exp_name" not in tags  # a plain `dvc repro`
@@ -132,7 +138,7 @@ def test_second_repro_changes_nothing_and_an_epoch_change_skips_download(repo):
 
 def test_forced_rerun_gives_identical_data_model_and_metrics(repo):
     repo, env, _ = repo
-    outputs = ("data/mnist.pt", "models/model.pt", "metrics/test.json", "metrics/train_history.json")
+    outputs = ("data/train.pt", "data/test.pt", "models/model.pt", "metrics/test.json", "metrics/train_history.json")
     before = {path: (repo / path).read_bytes() for path in outputs}
     sh("dvc", "repro", "-f", cwd=repo, env=env)
     assert {path: (repo / path).read_bytes() for path in outputs} == before
@@ -171,7 +177,11 @@ def test_a_run_cache_restore_keeps_the_link_to_the_run_that_made_the_model(repo)
 def test_plots_show_draws_the_training_curves_and_the_confusion_matrix(repo):
     repo, env, _ = repo
     found = json.loads(sh("dvc", "plots", "show", "--json", cwd=repo, env=env))["data"]
-    assert set(found) == {"training loss", "training accuracy", "test confusion matrix"}
+    assert set(found) == {"validation accuracy", "validation loss", "training loss", "training accuracy",
+                          "test confusion matrix"}
+    scores = json.loads((repo / "metrics/val_history.json").read_text())
+    values = found["validation accuracy"][0]["content"]["data"]["values"]
+    assert [(v["epoch"], v["accuracy"]) for v in values] == [(row["epoch"], row["accuracy"]) for row in scores]
     history = json.loads((repo / "metrics/train_history.json").read_text())
     for name, y in (("training loss", "loss"), ("training accuracy", "accuracy")):
         values = found[name][0]["content"]["data"]["values"]

@@ -144,7 +144,7 @@ def post(url: str, body: bytes) -> tuple[int, dict]:
 def test_the_served_champion_answers_raw_pixels_and_survives_a_hundred_bad_requests(scoring_server):
     url, repo = scoring_server
     provenance = json.loads((repo / "data/provenance.json").read_text())
-    data = mnist.load_dataset(repo / "data/mnist.pt", provenance, "data/provenance.json")
+    data = mnist.load_split(repo / "data/test.pt", "test", provenance, "data/provenance.json")
     images, labels = data["test_images"][:64], data["test_labels"][:64]
     good = json.dumps({"inputs": images.tolist()}).encode()  # 0-255 integers: no normalisation by the client
 

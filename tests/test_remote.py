@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import git_commit, make_repo, sh, stored_runs
 
-OUTPUTS = ("data/mnist.pt", "models/model.pt", "models/model.json", "metrics/test.json", "metrics/train_history.json")
+OUTPUTS = ("data/train.pt", "data/test.pt", "models/model.pt", "models/model.json", "metrics/test.json", "metrics/train_history.json")
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_a_run_cache_restore_in_a_teammates_clone_runs_nothing_after_a_param_rou
     sh("dvc", "push", "--run-cache", cwd=a, env=env)
     pushed = (a / "models/model.pt").read_bytes()
     b = clone(tmp, a, "b2")
-    params = (b / "params.yaml").read_text().replace("seed: 0", "seed: 5")
+    params = (b / "params.yaml").read_text().replace("\n  seed: 0\n", "\n  seed: 5\n")  # train.seed, not validation's
     (b / "params.yaml").write_text(params)
     out = sh("dvc", "repro", "--pull", cwd=b, env={**env, "MNIST_MIRROR": "/nonexistent"})
     assert "Stage 'train' is cached - skipping run" in out and "Running stage 'train'" not in out, out

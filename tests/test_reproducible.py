@@ -24,7 +24,7 @@ def weights_file(tmp_path, train_params, name) -> bytes:
     reproducible.configure(train_params.threads)
     reproducible.seed_everything(train_params.seed)
     images, labels = synthetic_split(96, seed=1)
-    model = models.build(train_params.model, train_params.dropout)
+    model = models.build(train_params.architecture, train_params.dropout)
     engine.fit(model, train_params, mnist.normalize(images), labels.long(), on_epoch=lambda row, seconds: None)
     save_torch(model.state_dict(), tmp_path / name)
     return (tmp_path / name).read_bytes()

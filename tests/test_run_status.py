@@ -18,7 +18,8 @@ import yaml
 from mnistcnn import tracking
 from tests.conftest import ROOT, git_commit, make_repo, params_for, sh, tool_env, stored_runs, write_mnist
 
-OUTPUTS = ("models/model.pt", "models/model.json", "metrics/train.json", "metrics/train_history.json")
+OUTPUTS = ("models/model.pt", "models/model.json", "metrics/train.json", "metrics/train_history.json",
+           "metrics/val_history.json")
 
 
 @pytest.fixture(scope="module")

@@ -74,7 +74,9 @@ def test_the_pipeline_logs_a_complete_run_to_the_server(tracking_server, repo):
     assert run["metrics"]["test/accuracy"] == metrics["accuracy"]
     assert run["tags"]["stage.train"] == run["tags"]["stage.evaluate"] == "ran"
     history = rest(url, "metrics/get-history", run_id=run["id"], metric_key="train/loss")["metrics"]
-    assert [point["step"] for point in history] == [1]
+    assert [point["step"] for point in history] == [16]  # the optimiser's steps: 500 images in batches of 32
+    validation = rest(url, "metrics/get-history", run_id=run["id"], metric_key="val/accuracy")["metrics"]
+    assert [point["step"] for point in validation] == [16] and "val/accuracy" in run["metrics"]
     figures = rest(url, "artifacts/list", run_id=run["id"], path="evaluation")["files"]
     assert [f["path"] for f in figures] == ["evaluation/confusion_matrix.png"]
     experiment = rest(url, "experiments/get-by-name", experiment_name=EXPERIMENT)["experiment"]
@@ -90,7 +92,7 @@ def test_the_logged_model_loads_from_the_server_in_a_fresh_process_and_scores_th
         "import json, sys, mlflow, torch\n"
         "from mnistcnn import mnist\n"
         "model = mlflow.pyfunc.load_model(f'runs:/{sys.argv[1]}/model')\n"
-        "data = mnist.load_dataset('data/mnist.pt', json.load(open('data/provenance.json')), 'data/provenance.json')\n"
+        "data = mnist.load_split('data/test.pt', 'test', json.load(open('data/provenance.json')), 'data/provenance.json')\n"
         "out = model.predict(mnist.normalize(data['test_images']).numpy())\n"
         "print((torch.as_tensor(out).argmax(1) == data['test_labels']).double().mean().item())\n")
     out = subprocess.run([sys.executable, "-c", score, run["id"]], cwd=repo, capture_output=True, text=True,

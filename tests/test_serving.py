@@ -23,6 +23,7 @@ from mlflow.exceptions import MlflowException
 from PIL import Image
 
 from mnistcnn import mnist, models, serving, tracking
+from mnistcnn.arch import NAMED
 from mnistcnn.outputs import DataError, save_torch, sha256_file, write_json
 from stages import predict
 from tests.conftest import ROOT, idx_bytes, synthetic_split
@@ -33,7 +34,7 @@ PROMOTE = yaml.safe_load((ROOT / "params.yaml").read_text())["promote"]
 def train_briefly(images: torch.Tensor, labels: torch.Tensor, steps: int = 80) -> torch.nn.Module:
     """A cnn9k that tells the synthetic digits apart (they are easy): a few Adam steps."""
     torch.manual_seed(0)
-    model = models.build("cnn9k", 0.0)
+    model = models.build_named("cnn9k", 0.0)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     inputs, targets = mnist.normalize(images), labels.long()
     for step in range(steps):
@@ -49,7 +50,8 @@ def write_model(folder: Path, model: torch.nn.Module) -> tuple[Path, Path]:
     """The weights and model card, as the train stage writes them."""
     weights, card = folder / "model.pt", folder / "model.json"
     save_torch(model.state_dict(), weights)
-    write_json(card, {"model": "cnn9k", "dropout": 0.0, "params": models.count_parameters(model),
+    write_json(card, {"model": "cnn9k", "arch": NAMED["cnn9k"].model_dump(), "dropout": 0.0,
+                      "params": models.count_parameters(model),
                       "dataset_digest": "synthetic", "weights_sha256": sha256_file(weights)})
     return weights, card
 

@@ -75,7 +75,7 @@ def run_case(name: str, threads: int, evaluate_batch: int, trace) -> dict:
     images, labels = synthetic_split(2 * train.batch_size + EXTRA_IMAGES, seed=1)
     test_images, test_labels = synthetic_split(evaluate_batch + EXTRA_IMAGES, seed=2)
     reproducible.seed_everything(train.seed)
-    model = models.build(train.model, train.dropout)
+    model = models.build(train.architecture, train.dropout)
     if trace:
         trace.write(json.dumps(["case", name]) + "\n")
     with Trace(trace) if trace else contextlib.nullcontext():  # hashing every op costs, under qemu most
