@@ -11,7 +11,7 @@ import yaml
 from torch.nn import functional as F
 
 from mnistcnn import config, engine, mnist, models
-from tests.conftest import make_repo, sh, synthetic_split
+from tests.conftest import ROOT, make_repo, sh, synthetic_split
 
 
 def uneven_labels(n: int = 1000) -> torch.Tensor:
@@ -118,3 +118,19 @@ def test_a_validation_split_larger_than_the_training_set_is_a_keyed_error(downlo
         (repo / "params.yaml").write_text(original)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "train.validation.size = 600: must be below the 600 training images" in result.stderr
+
+
+def test_the_holdout_benchmark_trains_the_stages_weights_and_scores_both_ways(downloaded, tmp_path):
+    """benchmarks/holdout.py, behind the README's held-out against refitted table, trains what the
+    train stage trains: its held-out run of params.yaml's recipe has the stage's weights."""
+    repo, env = downloaded
+    sh(sys.executable, "-m", "stages.train", cwd=repo, env=env)
+    card = json.loads((repo / "models/model.json").read_text())
+    (tmp_path / "as-is.yaml").write_text("train: {}\n")  # params.yaml's train section, unchanged
+    out = sh(sys.executable, "-m", "benchmarks.holdout", str(tmp_path / "as-is.yaml"), "--seeds", "0",
+             "--sizes", "100", "0", cwd=repo, env={**env, "PYTHONPATH": str(ROOT)})
+    held_out, refitted = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert held_out["weights_sha256"] == card["weights_sha256"]
+    assert held_out["val"] == json.loads((repo / "metrics/train.json").read_text())["val_accuracy"]
+    assert refitted["val"] is None and refitted["weights_sha256"] != card["weights_sha256"]
+    assert 0 <= held_out["test"] <= 1 and 0 <= refitted["test"] <= 1
