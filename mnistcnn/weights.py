@@ -24,7 +24,7 @@ def card_arch(card: dict, card_path: str | Path = "the model card") -> Arch:
         reason = "no `arch`"
     except ValidationError as err:
         first = err.errors()[0]
-        reason = f"arch.{'.'.join(map(str, first['loc']))}: {first['msg']}".replace("arch.:", "arch:")
+        reason = ".".join(["arch", *map(str, first["loc"])]) + f": {first['msg']}"
     raise DataError(f"{card_path}: does not declare a buildable architecture ({reason}); rerun the train stage")
 
 
