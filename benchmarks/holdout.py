@@ -19,6 +19,7 @@ from pathlib import Path
 
 from mnistcnn import config, engine, mnist, models, recipes, reproducible
 from mnistcnn.outputs import save_torch, sha256_file
+from stages import train as train_stage
 
 
 def main() -> None:
@@ -33,17 +34,16 @@ def main() -> None:
     paths, provenance = params.paths, json.loads(params.paths.provenance.read_text())
     data = mnist.load_split(paths.train_data, "train", provenance, paths.provenance)
     test = mnist.load_split(paths.test_data, "test", provenance, paths.provenance)
-    images, labels = mnist.normalize(data["train_images"]), data["train_labels"]
+    test_images, test_labels = mnist.normalize(test["test_images"]), test["test_labels"]
     for size in args.sizes:
         for seed in args.seeds:
             raw = recipes.train_section(args.recipe)
             train = config.parse_train({**raw, "seed": seed, "validation": {**raw["validation"], "size": size}})
-            kept, held = mnist.validation_split(labels, size, train.validation.seed)
             reproducible.seed_everything(seed)
+            (images, labels), validation = train_stage.split(data, train.validation, "cpu")  # the stage's own
             model, scores, start = models.build(train.architecture, train.dropout), [], time.perf_counter()
-            engine.fit(model, train, images[kept], labels[kept], lambda row, seconds: None,
-                       (images[held], labels[held]) if size else None, scores.append)
-            result = engine.evaluate(model, mnist.normalize(test["test_images"]), test["test_labels"], 1000)
+            engine.fit(model, train, images, labels, lambda row, seconds: None, validation, scores.append)
+            result = engine.evaluate(model, test_images, test_labels, 1000)
             with tempfile.TemporaryDirectory() as tmp:
                 save_torch(model.state_dict(), Path(tmp) / "model.pt")
                 weights = sha256_file(Path(tmp) / "model.pt")
