@@ -23,13 +23,14 @@ def main() -> int:
     parser.add_argument("--folder", type=Path, default=Path("server"), help="where its data lives (default: server/)")
     parser.add_argument("--host", default="127.0.0.1", help="the interface to bind (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=5001)
+    parser.add_argument("--study-port", type=int, default=5003, help="PostgreSQL's TCP port, for the search's studies")
     args = parser.parse_args()
     try:
         if args.action == "stop":
             stopped = server.stop(args.folder)
             print("stopped " + " and ".join(stopped) if stopped else f"no server of {args.folder} was running")
             return 0
-        running = server.start(args.folder, args.host, args.port)
+        running = server.start(args.folder, args.host, args.port, study_port=args.study_port)
     except server.ServerError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -41,6 +42,7 @@ def main() -> int:
     print(f"MLflow tracking server at {running.url} (PostgreSQL backend, data in {running.folder})\n"
           f"  log runs there:  export MLFLOW_TRACKING_URI={running.url}\n"
           f"  runs of {experiment}: {runs}\n"
+          f"  search studies:  export SEARCH_STORAGE={running.study_url}  (then make search, on any machine)\n"
           f"  stop it:         make server-stop")
     return 0
 
