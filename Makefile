@@ -10,6 +10,7 @@ MLFLOW_PORT ?= 5000
 SERVER_PORT ?= 5001
 SERVER_DIR ?= server
 SERVE_PORT ?= 5002
+STUDY_PORT ?= 5003
 GATE_ARGS ?=
 RECIPE ?= quick25k
 EXP_ARGS ?=
@@ -18,7 +19,7 @@ COMPARE_ARGS ?=
 # DVC runs each stage's `python -m stages.X` through the shell: put the venv first.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro check-repro test test-cpus qemu gate promote serve exp compare budget bench bench-e2e bench-kernels ui browser server server-stop push pull lock clean
+.PHONY: install repro check-repro test test-cpus qemu gate promote serve exp compare budget search bench bench-e2e bench-kernels ui browser server server-stop push pull lock clean
 
 install: $(STAMP)
 
@@ -88,6 +89,13 @@ BUDGET_ARGS ?=
 budget: install
 	python -m stages.budget $(BUDGET_ARGS)
 
+# An Optuna study for the best model under search.max_params (stages/search.py; README: Searching):
+# make search SEARCH_ARGS="--trials 20 [--study NAME] [--storage URL] [-S key=value]". The data first.
+SEARCH_ARGS ?=
+search: install
+	dvc repro download
+	python -m stages.search $(SEARCH_ARGS)
+
 # The MLflow UI, opened on the runs table of params.yaml's tracking.experiment (not MLflow 3's GenAI view).
 ui: install
 	python -m mnistcnn.ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT) \
@@ -98,9 +106,10 @@ browser:
 	test -x /usr/bin/chromium || { apt-get update && apt-get install -y --no-install-recommends chromium; }
 
 # The team's MLflow tracking server on PostgreSQL (mnistcnn/server.py), its data in $(SERVER_DIR)/;
-# then MLFLOW_TRACKING_URI=http://127.0.0.1:$(SERVER_PORT) sends every stage's run there.
+# then MLFLOW_TRACKING_URI=http://127.0.0.1:$(SERVER_PORT) sends every stage's run there, and the
+# SEARCH_STORAGE it prints (PostgreSQL on port $(STUDY_PORT), with a password) joins workers to a study.
 server: install
-	python -m stages.server start --folder $(SERVER_DIR) --port $(SERVER_PORT)
+	python -m stages.server start --folder $(SERVER_DIR) --port $(SERVER_PORT) --study-port $(STUDY_PORT)
 
 server-stop: install
 	python -m stages.server stop --folder $(SERVER_DIR)

@@ -19,7 +19,6 @@ from pathlib import Path
 
 from mnistcnn import config, engine, mnist, models, recipes, reproducible
 from mnistcnn.outputs import save_torch, sha256_file
-from stages import train as train_stage
 
 
 def main() -> None:
@@ -40,7 +39,7 @@ def main() -> None:
             raw = recipes.train_section(args.recipe)
             train = config.parse_train({**raw, "seed": seed, "validation": {**raw["validation"], "size": size}})
             reproducible.seed_everything(seed)
-            (images, labels), validation = train_stage.split(data, train.validation, "cpu")  # the stage's own
+            (images, labels), validation = mnist.train_and_validation(data, train.validation, "cpu")  # the stage's own
             model, scores, start = models.build(train.architecture, train.dropout), [], time.perf_counter()
             engine.fit(model, train, images, labels, lambda row, seconds: None, validation, scores.append)
             result = engine.evaluate(model, test_images, test_labels, 1000)

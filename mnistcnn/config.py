@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, get_args
 
@@ -17,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML, YAMLError
 
 from mnistcnn.arch import ShapeError
+from mnistcnn.space import SpaceError
 from mnistcnn.schema import GateParams, Params, TrainParams
 
 
@@ -63,8 +66,8 @@ def _message(error: dict, model: type[BaseModel], prefix: str) -> str:
         return f"{key}: expected a mapping of keys, got {error['input']!r}"
     if error["type"] == "value_error":  # a check of our own: its message says what is allowed
         reason = error["ctx"]["error"]
-        if isinstance(reason, ShapeError):  # a shape check of a whole architecture names the key inside it
-            return f"{key}.{reason.key}: {reason.reason}"
+        if isinstance(reason, (ShapeError, SpaceError)):  # a check of a whole mapping names the key inside it
+            return f"{key}{'.' * bool(reason.key)}{reason.key}: {reason.reason}"
         return f"{key}: {reason}" if isinstance(error["input"], dict) else f"{key} = {error['input']!r}: {reason}"
     allowed = field.description if field is not None and field.description else error["msg"]
     return f"{key} = {error['input']!r}: must be {allowed}"
@@ -128,6 +131,24 @@ def _inside_through_links(params: Params, root: Path) -> None:
         if target == root or not target.is_relative_to(root):
             raise ParamsError(f"paths.{key} = '{path}': leads to {target} through a symlink, "
                               "outside the repository or to the repository itself")
+
+
+def with_overrides(path: Path, overrides: list[str]):
+    """params.yaml's values with the overrides applied as `dvc exp run -S` applies them."""
+    if not overrides:
+        return load(path)
+    from dvc.exceptions import InvalidArgumentError  # noqa: PLC0415 (only with overrides)
+    from dvc.utils.hydra import apply_overrides  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "params.yaml"
+        shutil.copyfile(path, copy)
+        try:
+            apply_overrides(copy, overrides)
+        except InvalidArgumentError as err:
+            reason = err.__cause__ or err
+            raise ParamsError(f"-S {' -S '.join(overrides)}: {str(reason).splitlines()[0]}") from None
+        return parse(read_yaml(copy))
 
 
 def merge(base: dict, changes: dict) -> dict:

@@ -121,6 +121,15 @@ def validation_split(labels: torch.Tensor, size: int, seed: int) -> tuple[torch.
     return keep.nonzero().flatten(), held_out
 
 
+def train_and_validation(data: dict, validation, device) -> tuple[tuple, tuple | None]:
+    """(images, labels) to train on and the held-out (images, labels), or None when none is held out;
+    `validation` is params.yaml's train.validation. The train stage and the search split alike."""
+    kept, held_out = validation_split(data["train_labels"], validation.size, validation.seed)
+    images, labels = normalize(data["train_images"]), data["train_labels"]
+    fit = images[kept].to(device), labels[kept].to(device)
+    return fit, (images[held_out].to(device), labels[held_out].to(device)) if len(held_out) else None
+
+
 def normalize(images: torch.Tensor) -> torch.Tensor:
     """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28), standardised like the reference scripts."""
     return ((images.float() / 255 - MEAN) / STD).unsqueeze(1)

@@ -17,11 +17,13 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from mnistcnn.arch import DECLARED, NAMED, Arch, resolve
 from mnistcnn.kernels import MODES as KERNEL_MODES
+from mnistcnn.space import Space
 
 MODELS = (*NAMED, DECLARED)
 OPTIMIZERS = ("adam", "adamw", "sgd")  # sgd: momentum 0.9, Nesterov
 SCHEDULES = ("constant", "onecycle")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+PRUNERS = ("halving", "median", "none")
 
 
 class _Section(BaseModel):
@@ -192,6 +194,44 @@ class PromoteParams(_Section):
         return f"models:/{self.model_name}@{self.alias}"
 
 
+class PrunerParams(_Section):
+    """What stops a trial early, on its validation accuracy at each scoring (mnistcnn.search)."""
+
+    kind: _choice(PRUNERS)  # halving: asynchronous successive halving; median: below the median so far
+    min_scorings: _integer(1)  # scorings a trial runs before it can be stopped (halving: its first rung)
+    reduction: _integer(2)  # halving: one trial in `reduction` goes on at each rung
+    startup_trials: _integer(0)  # median: the first trials are never stopped (they set the median)
+
+
+class HeartbeatParams(_Section):
+    """A worker's trial is failed when `missed` heartbeats in a row do not come, and run again."""
+
+    interval: _integer(1)  # seconds between a worker's heartbeats
+    missed: _integer(2)  # heartbeats missed before another worker fails the trial
+    retries: _integer(0)  # times a failed (killed, interrupted) trial is run again
+
+    @property
+    def grace(self) -> int:
+        """Seconds of silence before a trial is failed."""
+        return self.interval * self.missed
+
+
+class SearchParams(_Section):
+    """`make search` (stages/search.py): an Optuna study over train keys; no stage depends on it."""
+
+    study: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$",
+                                description="a name: letters, digits, '_', '.', '-' (the winner's recipe file)")]
+    trials: _integer(1)  # a worker's trials, unless --trials says otherwise
+    seed: _integer(0)  # the sampler's (TPE): a study run by one worker proposes the same trials again
+    base: Annotated[str | None, Field(description="null (params.yaml's train section) or a recipe name")]
+    epochs: _integer(1)  # the epoch budget: every trial trains this many
+    max_params: _integer(1)  # the parameter budget: a bigger trial is refused before training
+    scorings_per_epoch: _integer(1)  # validation scorings an epoch, each reported to the pruner
+    pruner: PrunerParams
+    heartbeat: HeartbeatParams
+    space: Space  # mnistcnn/space.py: train keys, each a range {low, high} or {choices: [...]}
+
+
 class PathsParams(_Section):
     """Every file a stage reads or writes; dvc.yaml names the same ones via ${paths.*}."""
 
@@ -228,4 +268,5 @@ class Params(_Section):
     tracking: TrackingParams
     gate: GateParams
     promote: PromoteParams
+    search: SearchParams
 

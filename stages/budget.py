@@ -11,31 +11,10 @@ of the second a training run takes to start.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from mnistcnn import arch, cli, config
-from mnistcnn.config import ParamsError
-
-
-def with_overrides(path: Path, overrides: list[str]):
-    """params.yaml's values with the overrides applied as `dvc exp run -S` applies them."""
-    if not overrides:
-        return config.load(path)
-    from dvc.exceptions import InvalidArgumentError  # noqa: PLC0415 (only with overrides)
-    from dvc.utils.hydra import apply_overrides  # noqa: PLC0415
-
-    with tempfile.TemporaryDirectory() as tmp:
-        copy = Path(tmp) / "params.yaml"
-        shutil.copyfile(path, copy)
-        try:
-            apply_overrides(copy, overrides)
-        except InvalidArgumentError as err:
-            reason = err.__cause__ or err
-            raise ParamsError(f"-S {' -S '.join(overrides)}: {str(reason).splitlines()[0]}") from None
-        return config.parse(config.read_yaml(copy))
 
 
 def main() -> int:
@@ -44,7 +23,7 @@ def main() -> int:
                         help="a params.yaml value, as `dvc exp run -S` takes it (repeatable)")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args()
-    params = with_overrides(args.params, args.overrides)
+    params = config.with_overrides(args.params, args.overrides)
     declared, budget = params.train.architecture, params.gate.max_params
     count, macs = arch.count_parameters(declared), arch.count_macs(declared)
     print(f"budget: {params.train.model}: {count:,} parameters, {macs / 1e6:.2f}M multiply-adds per image\n"

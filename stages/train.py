@@ -16,7 +16,7 @@ import sys
 
 from mnistcnn import arch, cli, config, engine, mnist, models, phases, reproducible, tracking
 from mnistcnn.outputs import atomic_outputs, read_json, save_torch, sha256_file, write_json
-from mnistcnn.schema import PathsParams, ValidationParams
+from mnistcnn.schema import PathsParams
 
 
 def write_outputs(paths: PathsParams, model, card: dict, history: list[dict], scores: list[dict]) -> None:
@@ -35,14 +35,6 @@ def write_outputs(paths: PathsParams, model, card: dict, history: list[dict], sc
                                                 "params": card["params"], "macs": card["macs"]})
 
 
-def split(data: dict, validation: ValidationParams, device) -> tuple[tuple, tuple | None]:
-    """(images, labels) to train on and the held-out (images, labels), or None when none is held out."""
-    kept, held_out = mnist.validation_split(data["train_labels"], validation.size, validation.seed)
-    images, labels = mnist.normalize(data["train_images"]), data["train_labels"]
-    fit = images[kept].to(device), labels[kept].to(device)
-    return fit, (images[held_out].to(device), labels[held_out].to(device)) if len(held_out) else None
-
-
 def main() -> None:
     params = config.load()
     train, paths = params.train, params.paths
@@ -52,7 +44,7 @@ def main() -> None:
     data = mnist.load_split(paths.train_data, "train", provenance, paths.provenance)  # never the test file
     reproducible.seed_everything(train.seed)
     device = engine.pick_device(train.device)
-    (images, labels), validation = split(data, train.validation, device)
+    (images, labels), validation = mnist.train_and_validation(data, train.validation, device)
     phases.mark("data")
     # torch.optim's first optimizer, and the model export, import torch's compiler stack (0.8 s on
     # 2 cores); imported here, its time is a phase of its own rather than part of the training loop's.

@@ -1,0 +1,165 @@
+"""search: the best compact CNN under a budget, by an Optuna study over params.yaml's search space.
+
+    python -m stages.search [--trials N] [--study NAME] [--storage URL] [-S key=value ...]
+
+`make search SEARCH_ARGS="..."`. Each trial trains as the train stage does, on the
+training images less the held-out ones, reports its validation accuracy at every
+scoring (the pruner stops the hopeless), and is logged as a child run of the study's
+run in the `<experiment>-search` MLflow experiment. Without --storage ($SEARCH_STORAGE)
+the study lives in studies/optuna.db; with the URL `make server` prints, every worker
+on every machine joins the same study. Run it again to continue a study. At the end
+the best trial's train section is written to recipes/<study>.yaml: `make exp
+RECIPE=<study>` runs it through the pipeline, where evaluate scores the test set once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from mnistcnn import cli, config, mnist, reproducible, search, study_runs, tracking
+from mnistcnn.config import ParamsError
+from mnistcnn.outputs import atomic_path, read_json
+
+
+def arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m stages.search", description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, help="trials this worker runs (default: search.trials)")
+    parser.add_argument("--study", help="the study's name (default: search.study)")
+    parser.add_argument("--storage", default=os.environ.get("SEARCH_STORAGE"),
+                        help="an Optuna storage URL, e.g. the PostgreSQL `make server` prints "
+                             "(default: $SEARCH_STORAGE, else sqlite:///studies/optuna.db)")
+    parser.add_argument("-S", "--set-param", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="a params.yaml value, as `dvc exp run -S` takes it (repeatable)")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = parser.parse_args()
+    if args.trials is not None and args.trials < 0:
+        raise ParamsError(f"--trials = {args.trials}: must be an integer >= 0")
+    return args
+
+
+def load_data(params, device) -> search.Data:
+    """The training images, split as the train stage splits them; the test file is never opened."""
+    provenance = read_json(params.paths.provenance, produced_by="download")
+    data = mnist.load_split(params.paths.train_data, "train", provenance, params.paths.provenance)
+    (images, labels), held_out = mnist.train_and_validation(data, params.train.validation, device)
+    if held_out is None:
+        raise ParamsError("train.validation.size = 0: the search chooses on held-out images; hold some out")
+    return search.Data(images, labels, held_out)
+
+
+def write_recipe(path: Path, study: str, best, storage: str) -> None:
+    """The best trial's train section as a recipe, with a header saying where it came from."""
+    header = (f"# The best trial of study {study!r} (trial {best.number}): validation accuracy {best.value:.4f}\n"
+              f"# after {best.user_attrs['train']['epochs']} epoch(s), {best.user_attrs['param_count']:,} "
+              f"parameters. Written by `python -m stages.search` from {search.redact(storage)}.\n"
+              f"# Run it as a DVC experiment (evaluate scores the test set): make exp RECIPE={study}\n")
+    with atomic_path(path) as staged:
+        staged.write_text(header + yaml.safe_dump({"train": best.user_attrs["train"]}, sort_keys=False))
+
+
+def report(trial, started: float) -> str:
+    outcome = trial.user_attrs.get("outcome") or study_runs.STATES.get(trial.state, trial.state.name.lower())
+    value = f"validation accuracy {trial.value:.4f}" if trial.value is not None else ""
+    curve = trial.user_attrs.get("val_curve") or [{}]
+    if not value and "accuracy" in curve[-1]:
+        value = f"validation accuracy {curve[-1]['accuracy']:.4f} at epoch {curve[-1]['epoch']:.2f}"
+    count = trial.user_attrs.get("param_count")
+    size = f"{count:,} parameters" if count is not None else "not built"
+    return f"search: trial {trial.number} {outcome}: {', '.join(filter(None, [value, size]))} " \
+           f"({time.monotonic() - started:.0f} s into this worker)"
+
+
+def main() -> int:
+    try:
+        return search_study(arguments())
+    except search.SearchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return cli.EXIT_ERROR
+
+
+class Records:
+    """Where this worker logs trials: the study's parent run, and the tags every trial's run gets
+    (set once the data is loaded). Also logs the trials other workers left when they died."""
+
+    def __init__(self, experiment: str, study: str):
+        self.experiment, self.study, self.parent, self.tags = experiment, study, "", {}
+        self.started = time.monotonic()
+
+    def trial(self, study, trial, ended_by: str = "") -> None:
+        study_runs.log_trial(self.experiment, self.parent, self.study, trial,
+                             {**self.tags, **({"trial.ended_by": ended_by} if ended_by else {})})
+        if not ended_by:
+            print(report(trial, self.started), file=sys.stderr)
+
+    def stale(self, study, trial) -> None:
+        self.trial(study, trial, "its worker stopped beating")
+        print(f"search: trial {trial.number} failed: its worker stopped beating; queued again", file=sys.stderr)
+
+
+def search_study(args: argparse.Namespace) -> int:
+    """Open (or join) the study, run this worker's trials, then record the study and its winner."""
+    params = config.with_overrides(args.params, args.overrides)
+    settings, name = params.search, args.study or params.search.study
+    space = search.check(params, args.params)  # every bad value, and an unmeetable budget, before any trial
+    url = search.storage_url(args.storage, Path.cwd())
+    records = Records(params.tracking.experiment, name)
+    study = search.open_study(name, search.open_storage(url, settings.heartbeat, records.stale), settings, space.base)
+    tracking.connect()
+    reproducible.configure(params.train.threads, params.train.kernels)
+    from mnistcnn import engine  # noqa: PLC0415 (torch: after the checks, which take a fraction of a second)
+
+    device = engine.pick_device(params.train.device)
+    data = load_data(params, device)
+    records.parent = study_runs.parent_run(records.experiment, name, search.redact(url))
+    records.tags = {**reproducible.environment(device, data.images, params.train.threads),
+                    "dataset.digest": read_json(params.paths.provenance, produced_by="download")["digest"]}
+    trials = settings.trials if args.trials is None else args.trials
+    print(f"search: study {name!r} in {search.redact(url)}: {len(study.trials)} trial(s) so far; this worker runs "
+          f"{trials} on {device}, {data.sizes[0]:,} images, {data.sizes[1]:,} held out; "
+          f"budget {settings.max_params:,} parameters, {settings.epochs} epoch(s)", file=sys.stderr)
+    run_trial, running = search.objective(space, settings, data, device), []
+
+    def objective(trial) -> float:
+        running[:] = [trial.number]
+        return run_trial(trial)
+
+    try:
+        study.optimize(objective, n_trials=trials, callbacks=[records.trial], catch=(ParamsError,),
+                       gc_after_trial=False)
+    except KeyboardInterrupt:
+        interrupted = [t for t in study.get_trials(deepcopy=False) if t.number in running and t.state.is_finished()]
+        for trial in interrupted:
+            records.trial(study, trial, "interrupted")
+            search.retry(study, trial, settings.heartbeat)
+        study_runs.log_study(records.parent, study, search.best(study))
+        numbers = ", ".join(str(t.number) for t in interrupted)
+        print(f"search: interrupted{f'; trial {numbers} failed and is queued again' if numbers else ''}. "
+              "Continue the study with the same command", file=sys.stderr)
+        return cli.EXIT_INTERRUPTED
+    return finish(study, name, records.parent, url)
+
+
+def finish(study, name: str, parent: str, url: str) -> int:
+    """Draw the study on its parent run; write the winner's recipe and say how to run it."""
+    best = search.best(study)
+    drawn = study_runs.log_study(parent, study, best)
+    if best is None:
+        print(f"search: no trial of study {name!r} completed yet: no recipe written", file=sys.stderr)
+        return 0
+    recipe = Path("recipes") / f"{name}.yaml"
+    write_recipe(recipe, name, best, url)
+    print(f"search: best trial {best.number}, validation accuracy {best.value:.4f}, "
+          f"{best.user_attrs['param_count']:,} parameters: written to {recipe}\n"
+          f"  figures on the study's run ({', '.join(drawn) or 'none yet'}): {parent}\n"
+          f"  run it through the pipeline (test accuracy, gate): make exp RECIPE={name}")
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,174 @@
+"""The search (stages/search.py) on synthetic data: its space checked before any trial, trials
+pruned and refused, every trial a child run of the study's run, the test images never read,
+Ctrl-C leaving the study resumable, and the winner reproduced bit for bit as a DVC experiment."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+import yaml
+
+from mnistcnn import config, search, space
+from tests.conftest import ROOT, git_commit, make_repo, params_for, sh, stored_runs
+
+# Over cnn9k's declaration (params_for's model): 16 steps an epoch, scored 4 times; channels up to
+# 32 a block go over 9,000 parameters, low rates fall behind at the first scoring and are pruned.
+SEARCH = {
+    "study": "s", "trials": 8, "seed": 0, "base": None, "epochs": 1, "max_params": 9000, "scorings_per_epoch": 4,
+    "pruner": {"kind": "halving", "min_scorings": 1, "reduction": 2, "startup_trials": 0},
+    "heartbeat": {"interval": 1, "missed": 3, "retries": 1},
+    "space": {"lr": {"low": 0.0001, "high": 0.05, "log": True},
+              "arch": {"blocks": {"channels": {"low": 4, "high": 32, "step": 4}}}},
+}
+
+
+def with_search(params: dict, **changes) -> dict:
+    return {**params, "search": config.merge(SEARCH, changes)}
+
+
+def base_params(**changes) -> dict:
+    """The test repositories' params.yaml (params_for), any digests: the checks read no data."""
+    digests = dict.fromkeys(("train_images", "train_labels", "test_images", "test_labels"), "0" * 64)
+    return with_search(params_for(digests, ["http://127.0.0.1:9/"]), **changes)
+
+
+def refusal(tmp_path, **changes) -> str:
+    """The one-line error of a search section with `changes`, raised before any trial."""
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(base_params(**changes)))
+    with pytest.raises(config.ParamsError) as caught:
+        search.check(config.load(path), path)
+    assert "\n" not in str(caught.value)
+    return str(caught.value)
+
+
+def test_a_bad_search_section_is_one_line_naming_its_key_before_any_trial(tmp_path):
+    assert "search.space.colour: unknown key; allowed: arch, optimizer, lr" in refusal(
+        tmp_path, space={"colour": {"choices": [1]}})
+    assert "search.space.lr.low: 0.5 is above search.space.lr.high = 0.05" in refusal(
+        tmp_path, space={"lr": {"low": 0.5}})
+    assert "search.space.batch_size: 0 is not allowed: train.batch_size = 0: must be an integer >= 1" in refusal(
+        tmp_path, space={"batch_size": {"choices": [32, 0]}})
+    assert "search.space.arch.blocks.pool: 'huge' is not allowed: train.arch.blocks[0].pool = 'huge'" in refusal(
+        tmp_path, space={"arch": {"blocks": {"pool": {"choices": ["max", "huge"]}}}})
+    assert "search.space.seed: cannot vary" in refusal(tmp_path, space={"seed": {"choices": [0, 1]}})
+    assert "search.space.arch.blocks.colour: unknown key; allowed under each block" in refusal(
+        tmp_path, space={"arch": {"blocks": {"colour": {"low": 1, "high": 2}}}})
+    # cnn9k at 4 channels a block: convs 40 + 148 + 148, norms 3 x 8, the linear layer 4*3*3*10 + 10 = 370
+    assert "search.max_params = 500: no architecture of the space fits (the smallest of its corners has " \
+           "730 parameters)" in refusal(tmp_path, max_params=500)
+    assert "search.pruner.kind = 'best': must be one of halving, median, none" in refusal(
+        tmp_path, pruner={"kind": "best"})
+
+
+def test_a_trials_values_land_on_each_block_and_the_budget_is_checked_over_the_corners():
+    leaves = space._parse({"lr": {"low": 0.001, "high": 0.1, "log": True},
+                           "arch": {"blocks": {"channels": {"low": 4, "high": 8}}, "head": {"pool": {"choices": ["avg"]}}}})
+    base = yaml.safe_load((ROOT / "params.yaml").read_text())["train"]
+    named = space.names(leaves, config.parse_train(base).architecture)
+    assert list(named) == ["lr", "arch.blocks[0].channels", "arch.blocks[1].channels", "arch.blocks[2].channels",
+                           "arch.blocks[3].channels", "arch.head.pool"]
+    section = space.apply(base, {"lr": 0.01, "arch.blocks[2].channels": 7, "arch.head.pool": "avg"})
+    assert section["lr"] == 0.01 and section["arch"]["blocks"][2]["channels"] == 7
+    assert section["arch"]["head"]["pool"] == "avg" and base["arch"]["blocks"][2]["channels"] == 40  # a copy
+    assert len(list(space.corners(named))) == 2 * 2**4  # lr's two ends, each block's two, one choice
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    """A repository after its download stage and an 8-trial search, with the test images deleted
+    before the search: it must never need them."""
+    repo, env = make_repo(tmp_path_factory.mktemp("search"))
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    (repo / "params.yaml").write_text(yaml.safe_dump(with_search(params), sort_keys=False))
+    git_commit(repo, "a search section")
+    sh("dvc", "repro", "download", cwd=repo, env=env)
+    (repo / "data/test.pt").unlink()
+    output = sh(sys.executable, "-m", "stages.search", cwd=repo, env=env)
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{repo / 'studies/optuna.db'}")
+    return repo, env, study, output
+
+
+def test_the_search_runs_its_trials_prunes_refuses_the_oversized_and_never_reads_the_test_images(searched):
+    repo, _, study, output = searched
+    assert not (repo / "data/test.pt").exists()  # deleted before the search, which ran to the end
+    trials = study.trials
+    assert [t.number for t in trials] == list(range(8))
+    outcomes = [t.user_attrs.get("outcome") or t.state.name.lower() for t in trials]
+    assert {"complete", "pruned", "over budget"} <= set(outcomes), outcomes
+    for trial in trials:
+        over = trial.user_attrs["param_count"] > SEARCH["max_params"]
+        assert (trial.user_attrs.get("outcome") == "over budget") == over
+        assert over == ("val_curve" not in trial.user_attrs)  # refused before training
+        if trial.state == optuna.trial.TrialState.COMPLETE:  # the accuracy at the final step
+            assert trial.value == trial.user_attrs["val_curve"][-1]["accuracy"]
+            assert [row["step"] for row in trial.user_attrs["val_curve"]] == [4, 8, 12, 16]
+    assert f"search: trial 7 {outcomes[7]}" in output and "written to recipes/s.yaml" in output
+
+
+def test_every_trial_is_a_child_run_of_the_studys_run_with_its_curve_state_and_figures(searched):
+    repo, _, study, _ = searched
+    runs = stored_runs(repo)
+    parents = [r for r in runs if r["tags"].get("search.role") == "study"]
+    assert len(parents) == 1 and parents[0]["tags"]["search.study"] == "s"
+    children = [r for r in runs if r["tags"].get("mlflow.parentRunId") == parents[0]["id"]]
+    assert sorted(int(r["tags"]["trial.number"]) for r in children) == list(range(8))
+    for child in children:
+        trial = study.trials[int(child["tags"]["trial.number"])]
+        assert child["tags"]["trial.state"] == (trial.user_attrs.get("outcome") or trial.state.name.lower())
+        assert child["tags"]["search.study"] == "s" and child["tags"]["env.threads"] == "2"
+        assert {"arch.digest", "params.digest", "dataset.digest", "git.commit"} <= set(child["tags"])
+        assert int(child["params"]["param_count"]) == trial.user_attrs["param_count"]
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            assert float(child["metrics"]["val/accuracy"]) == trial.value
+    best = max((t for t in study.trials if t.value is not None), key=lambda t: t.value)
+    assert parents[0]["tags"]["best.trial"] == str(best.number)
+    figures = {p.name for p in (repo / "mlruns/artifacts").rglob("figures/*.png")}
+    assert figures == {"optimization_history.png", "intermediate_values.png", "param_importances.png"}
+
+
+def test_the_winners_recipe_reproduces_its_validation_accuracy_bit_for_bit_through_the_pipeline(searched):
+    repo, env, study, _ = searched
+    best = study.best_trial
+    recipe = yaml.safe_load((repo / "recipes/s.yaml").read_text())["train"]
+    assert recipe == best.user_attrs["train"] and recipe["model"] == "declared"
+    flags = sh(sys.executable, "-m", "stages.recipe", "s", cwd=repo, env=env).split()
+    sh("dvc", "exp", "run", *flags, cwd=repo, env=env)  # evaluate scores the test set, downloaded again
+    metrics = json.loads((repo / "metrics/train.json").read_text())
+    assert metrics["val_accuracy"] == best.value and metrics["val_loss"] == best.user_attrs["val_loss"]
+    assert metrics["params"] == best.user_attrs["param_count"]
+    assert json.loads((repo / "metrics/test.json").read_text())["accuracy"] > 0
+
+
+def test_ctrl_c_fails_the_running_trial_queues_it_again_and_the_study_continues(searched):
+    repo, env, _, _ = searched
+    slow = ["-S", "search.epochs=40", "-S", "search.max_params=100000", "--study", "slow", "--trials", "2"]
+    worker = subprocess.Popen([sys.executable, "-m", "stages.search", *slow], cwd=repo, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    storage = f"sqlite:///{repo / 'studies/optuna.db'}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        try:
+            trials = optuna.load_study(study_name="slow", storage=storage).trials
+        except KeyError:  # not created yet
+            continue
+        if trials and "val_curve" in trials[-1].user_attrs:  # training, past its first scoring
+            break
+    worker.send_signal(signal.SIGINT)
+    output, _ = worker.communicate(timeout=60)
+    assert worker.returncode == 130, output
+    assert "trial 0 failed and is queued again" in output
+    first, retry = optuna.load_study(study_name="slow", storage=storage).trials
+    assert first.state == optuna.trial.TrialState.FAIL and retry.state == optuna.trial.TrialState.WAITING
+    assert retry.params == first.params
+    interrupted = [r for r in stored_runs(repo) if r["tags"].get("trial.ended_by") == "interrupted"]
+    assert len(interrupted) == 1 and interrupted[0]["status"] == "FAILED"
+    resumed = sh(sys.executable, "-m", "stages.search", *slow[:-1], "1", cwd=repo, env=env)  # 40 epochs: ~10 s
+    assert "2 trial(s) so far" in resumed and "search: trial 1 complete" in resumed
+    again = optuna.load_study(study_name="slow", storage=storage).trials[1]
+    assert again.state == optuna.trial.TrialState.COMPLETE and again.system_attrs["failed_trial"] == 0
