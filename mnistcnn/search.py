@@ -77,14 +77,20 @@ def open_storage(url: str, heartbeat: HeartbeatParams,
             return RDBStorage(url, engine_kwargs={"connect_args": connect, "pool_pre_ping": True},
                               heartbeat_interval=heartbeat.interval, grace_period=heartbeat.grace,
                               heartbeat_stale_trial_callback=stale)
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
-            if attempt == 2:
-                raise
-            time.sleep(1)  # another worker was creating Optuna's tables in a new storage: they are there now
         except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as err:
             reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
+            if attempt < 2 and _creating(err):
+                time.sleep(1)  # another worker was creating Optuna's tables in this new storage: now they are
+                continue
             raise SearchError(f"cannot open the study storage {redact(url)}: {reason}") from None
     raise AssertionError("unreachable")
+
+
+def _creating(error: Exception) -> bool:
+    """Whether opening a storage failed because another worker was creating its tables at that moment
+    (PostgreSQL: a duplicate key in its catalogue; SQLite: "table ... already exists")."""
+    return isinstance(error, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError)) or \
+        "already exists" in str(error)
 
 
 def retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, heartbeat: HeartbeatParams) -> None:

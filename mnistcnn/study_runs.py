@@ -42,8 +42,8 @@ def experiment_name(experiment: str) -> str:
 
 def parent_run(experiment: str, study: str, storage: str) -> str:
     """The id of the study's parent run, created if the experiment holds none."""
+    experiment_id = tracking.open_experiment(experiment_name(experiment))  # first: a new store's tables, locked
     client = mlflow.MlflowClient()
-    experiment_id = tracking.open_experiment(experiment_name(experiment))
     query = f"tags.`{STUDY_TAG}` = '{study}' AND tags.`{ROLE_TAG}` = 'study'"
 
     def oldest():
