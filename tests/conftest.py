@@ -90,7 +90,7 @@ def mnist_dir(tmp_path) -> tuple[Path, dict[str, str]]:
 # Modules that start servers or run the pipeline many times, slowest first. `make test` runs
 # modules on parallel workers (pytest-xdist, one module to a worker, so a module's fixtures are
 # built once); starting the longest first lets the workers finish together.
-SLOWEST_MODULES = ("test_server", "test_run_status", "test_promote", "test_pipeline", "test_remote",
+SLOWEST_MODULES = ("test_server", "test_search_workers", "test_search", "test_run_status", "test_promote", "test_pipeline", "test_remote",
                    "test_experiments", "test_serving", "test_bench", "test_dependencies", "test_gate")
 
 
