@@ -19,7 +19,7 @@ COMPARE_ARGS ?=
 # DVC runs each stage's `python -m stages.X` through the shell: put the venv first.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro check-repro test test-cpus qemu gate promote serve exp compare budget search bench bench-e2e bench-kernels ui browser server server-stop push pull lock clean
+.PHONY: install repro check-repro test test-cpus qemu gate promote serve exp compare budget search bench bench-e2e bench-search bench-kernels ui browser server server-stop push pull lock clean
 
 install: $(STAMP)
 
@@ -72,6 +72,9 @@ bench: install  # the side-by-side benchmark, then experiments end to end: about
 
 bench-e2e: install  # only the end-to-end part: experiments broken down, against the plain script
 	python -m benchmarks.e2e
+
+bench-search: install  # what pruning saves a search, and trials per minute for 1 and 2 workers: ~15 minutes
+	python -m benchmarks.search
 
 bench-kernels: install  # what the portable CPU code paths cost against native ones (after make repro): ~6 minutes
 	python -m benchmarks.kernels
