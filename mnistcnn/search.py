@@ -6,97 +6,34 @@ validation accuracy as a DVC experiment bit for bit. A trial reports its validat
 accuracy at each scoring (search.scorings_per_epoch an epoch) for the pruner, and
 returns the one at its final step. The test images are never read.
 
-The study lives in an Optuna RDB storage: a SQLite file in the repository by default
-(studies/, git-ignored), or the team's PostgreSQL (`make server` prints its URL), which
-every worker on every machine joins. Heartbeats fail a dead worker's trial, and it is
-run again; a study holds the digest of its search section, so a second run of it with
-another space is refused rather than mixed in.
+The study lives in a storage (mnistcnn.studies) every worker joins; it holds the
+digest of its search and train sections, so a second run of it with another space is
+refused rather than mixed in.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import socket
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import optuna
-import sqlalchemy.exc
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from mnistcnn import arch, config, space
 from mnistcnn.config import ParamsError
-from mnistcnn.schema import HeartbeatParams, Params, PrunerParams, SearchParams
+from mnistcnn.schema import Params, PrunerParams, SearchParams
+from mnistcnn.studies import SearchError
 
-DEFAULT_STORAGE = Path("studies") / "optuna.db"  # git-ignored, beside params.yaml
-CONNECT_TIMEOUT = 5  # seconds: a storage that does not answer fails the search well within 10
 SPACE_TAG = "space_digest"  # the study's user attribute: the search section it was made with
 WORKER = f"{socket.gethostname()}:{os.getpid()}"  # which process ran a trial
 optuna.logging.set_verbosity(logging.WARNING)  # a line a trial is the search's own (stages/search.py)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-
-
-class SearchError(Exception):
-    """The study cannot be opened or continued; the message says why and what to do."""
-
-
-def redact(url: str) -> str:
-    """A storage URL fit to print and log: its password replaced."""
-    try:
-        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-    except sqlalchemy.exc.ArgumentError:
-        return "<an unreadable URL>"
-
-
-def storage_url(url: str | None, root: Path) -> str:
-    """The storage named, or the default SQLite file under `root`, its folder created."""
-    if url:  # PostgreSQL through psycopg2, the driver installed (SQLAlchemy 2.1's default is psycopg 3)
-        return re.sub(r"^postgres(ql)?://", "postgresql+psycopg2://", url)
-    (root / DEFAULT_STORAGE).parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{(root / DEFAULT_STORAGE).resolve()}"
-
-
-def open_storage(url: str, heartbeat: HeartbeatParams,
-                 on_stale: Callable[[optuna.Study, optuna.trial.FrozenTrial], None]) -> RDBStorage:
-    """Optuna's RDB storage with heartbeats: a trial whose worker stops beating is failed by
-    another worker, `on_stale` is told, and it is queued again (up to heartbeat.retries times)."""
-    def stale(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        on_stale(study, trial)
-        retry(study, trial, heartbeat)
-
-    postgres = url.startswith("postgresql")
-    connect = {"connect_timeout": CONNECT_TIMEOUT} if postgres else {"timeout": 30}  # sqlite: wait on its lock
-    for attempt in range(3):
-        try:
-            return RDBStorage(url, engine_kwargs={"connect_args": connect, "pool_pre_ping": True},
-                              heartbeat_interval=heartbeat.interval, grace_period=heartbeat.grace,
-                              heartbeat_stale_trial_callback=stale)
-        except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as err:
-            reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
-            if attempt < 2 and _creating(err):
-                time.sleep(1)  # another worker was creating Optuna's tables in this new storage: now they are
-                continue
-            raise SearchError(f"cannot open the study storage {redact(url)}: {reason}") from None
-    raise AssertionError("unreachable")
-
-
-def _creating(error: Exception) -> bool:
-    """Whether opening a storage failed because another worker was creating its tables at that moment
-    (PostgreSQL: a duplicate key in its catalogue; SQLite: "table ... already exists")."""
-    return isinstance(error, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError)) or \
-        "already exists" in str(error)
-
-
-def retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, heartbeat: HeartbeatParams) -> None:
-    """Queue a failed trial's values again, as the heartbeat does for a dead worker's (at most
-    heartbeat.retries times over): the next worker to ask for a trial runs it."""
-    RetryHeartbeatStaleTrialCallback(max_retry=heartbeat.retries)(study, trial)
 
 
 def pruner(params: PrunerParams) -> optuna.pruners.BasePruner:

@@ -34,12 +34,8 @@ WHAT = {"low": "a number", "high": "a number", "log": "true or false", "step": "
 MAX_CORNERS = 4096  # architectures checked against the budget, at most (sampled past that)
 
 
-class SpaceError(ValueError):
-    """A bad leaf of the space; `key` is where, below search.space."""
-
-    def __init__(self, key: str, reason: str):
-        super().__init__(f"{key}: {reason}")
-        self.key, self.reason = key, reason
+class SpaceError(arch.ShapeError):
+    """A bad leaf of the space; `key` is where, below search.space (reported as a ShapeError is)."""
 
 
 class _Leaf(BaseModel):

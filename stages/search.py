@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from mnistcnn import cli, config, mnist, reproducible, search, study_runs, tracking
+from mnistcnn import cli, config, mnist, reproducible, search, studies, study_runs, tracking
 from mnistcnn.config import ParamsError
 from mnistcnn.outputs import atomic_path, read_json
 
@@ -57,7 +57,7 @@ def write_recipe(path: Path, study: str, best, storage: str) -> None:
     """The best trial's train section as a recipe, with a header saying where it came from."""
     header = (f"# The best trial of study {study!r} (trial {best.number}): validation accuracy {best.value:.4f}\n"
               f"# after {best.user_attrs['train']['epochs']} epoch(s), {best.user_attrs['param_count']:,} "
-              f"parameters. Written by `python -m stages.search` from {search.redact(storage)}.\n"
+              f"parameters. Written by `python -m stages.search` from {studies.redact(storage)}.\n"
               f"# Run it as a DVC experiment (evaluate scores the test set): make exp RECIPE={study}\n")
     with atomic_path(path) as staged:
         staged.write_text(header + yaml.safe_dump({"train": best.user_attrs["train"]}, sort_keys=False))
@@ -78,7 +78,7 @@ def report(trial, started: float) -> str:
 def main() -> int:
     try:
         return search_study(arguments())
-    except search.SearchError as err:
+    except studies.SearchError as err:
         print(f"error: {err}", file=sys.stderr)
         return cli.EXIT_ERROR
 
@@ -107,20 +107,20 @@ def search_study(args: argparse.Namespace) -> int:
     params = config.with_overrides(args.params, args.overrides)
     settings, name = params.search, args.study or params.search.study
     space = search.check(params, args.params)  # every bad value, and an unmeetable budget, before any trial
-    url = search.storage_url(args.storage, Path.cwd())
+    url = studies.storage_url(args.storage, Path.cwd())
     records = Records(params.tracking.experiment, name)
-    study = search.open_study(name, search.open_storage(url, settings.heartbeat, records.stale), settings, space.base)
+    study = search.open_study(name, studies.open_storage(url, settings.heartbeat, records.stale), settings, space.base)
     tracking.connect()
     reproducible.configure(params.train.threads, params.train.kernels)
     from mnistcnn import engine  # noqa: PLC0415 (torch: after the checks, which take a fraction of a second)
 
     device = engine.pick_device(params.train.device)
     data = load_data(params, device)
-    records.parent = study_runs.parent_run(records.experiment, name, search.redact(url))
+    records.parent = study_runs.parent_run(records.experiment, name, studies.redact(url))
     records.tags = {**reproducible.environment(device, data.images, params.train.threads),
                     "dataset.digest": read_json(params.paths.provenance, produced_by="download")["digest"]}
     trials = settings.trials if args.trials is None else args.trials
-    print(f"search: study {name!r} in {search.redact(url)}: {len(study.trials)} trial(s) so far; this worker runs "
+    print(f"search: study {name!r} in {studies.redact(url)}: {len(study.trials)} trial(s) so far; this worker runs "
           f"{trials} on {device}, {data.sizes[0]:,} images, {data.sizes[1]:,} held out; "
           f"budget {settings.max_params:,} parameters, {settings.epochs} epoch(s)", file=sys.stderr)
     run_trial, running = search.objective(space, settings, data, device), []
@@ -136,7 +136,7 @@ def search_study(args: argparse.Namespace) -> int:
         interrupted = [t for t in study.get_trials(deepcopy=False) if t.number in running and t.state.is_finished()]
         for trial in interrupted:
             records.trial(study, trial, "interrupted")
-            search.retry(study, trial, settings.heartbeat)
+            studies.retry(study, trial, settings.heartbeat)
         study_runs.log_study(records.parent, study, search.best(study))
         numbers = ", ".join(str(t.number) for t in interrupted)
         print(f"search: interrupted{f'; trial {numbers} failed and is queued again' if numbers else ''}. "

@@ -15,7 +15,7 @@ import psycopg2
 import pytest
 import yaml
 
-from mnistcnn import search, server
+from mnistcnn import server, studies
 from tests.conftest import free_port, git_commit, make_repo, sh
 from tests.test_search import with_search
 
@@ -61,7 +61,7 @@ def finished(process: subprocess.Popen, timeout: float = 300) -> str:
 
 
 def trials_of(team, study: str) -> list:
-    url = search.storage_url(team.study_url, None)
+    url = studies.storage_url(team.study_url, None)
     storage = optuna.storages.RDBStorage(url)
     return optuna.load_study(study_name=study, storage=storage).trials
 
