@@ -55,9 +55,10 @@ def load_data(params, device) -> search.Data:
 
 def write_recipe(path: Path, study: str, best, storage: str) -> None:
     """The best trial's train section as a recipe, with a header saying where it came from."""
+    where = studies.redact(storage).replace(f"sqlite:///{Path.cwd().resolve()}/", "sqlite:///")  # no home paths
     header = (f"# The best trial of study {study!r} (trial {best.number}): validation accuracy {best.value:.4f}\n"
               f"# after {best.user_attrs['train']['epochs']} epoch(s), {best.user_attrs['param_count']:,} "
-              f"parameters. Written by `python -m stages.search` from {studies.redact(storage)}.\n"
+              f"parameters. Written by `python -m stages.search` from {where}.\n"
               f"# Run it as a DVC experiment (evaluate scores the test set): make exp RECIPE={study}\n")
     with atomic_path(path) as staged:
         staged.write_text(header + yaml.safe_dump({"train": best.user_attrs["train"]}, sort_keys=False))
