@@ -22,7 +22,9 @@ from pathlib import Path
 
 import yaml
 
-from mnistcnn import cli, config, mnist, reproducible, search, studies, study_runs, tracking
+# torch and MLflow (mnist, reproducible, study_runs, tracking) are imported once the params and the
+# storage are checked: seconds on a busy machine, and a storage that does not answer fails first.
+from mnistcnn import cli, config, search, studies
 from mnistcnn.config import ParamsError
 from mnistcnn.outputs import atomic_path, read_json
 
@@ -45,6 +47,7 @@ def arguments() -> argparse.Namespace:
 
 def load_data(params, device) -> search.Data:
     """The training images, split as the train stage splits them; the test file is never opened."""
+    from mnistcnn import mnist  # noqa: PLC0415
     provenance = read_json(params.paths.provenance, produced_by="download")
     data = mnist.load_split(params.paths.train_data, "train", provenance, params.paths.provenance)
     (images, labels), held_out = mnist.train_and_validation(data, params.train.validation, device)
@@ -65,6 +68,7 @@ def write_recipe(path: Path, study: str, best, storage: str) -> None:
 
 
 def report(trial, started: float) -> str:
+    from mnistcnn import study_runs  # noqa: PLC0415
     outcome = trial.user_attrs.get("outcome") or study_runs.STATES.get(trial.state, trial.state.name.lower())
     value = f"validation accuracy {trial.value:.4f}" if trial.value is not None else ""
     curve = trial.user_attrs.get("val_curve") or [{}]
@@ -93,6 +97,7 @@ class Records:
         self.started = time.monotonic()
 
     def trial(self, study, trial, ended_by: str = "") -> None:
+        from mnistcnn import study_runs  # noqa: PLC0415
         study_runs.log_trial(self.experiment, self.parent, self.study, trial,
                              {**self.tags, **({"trial.ended_by": ended_by} if ended_by else {})})
         if not ended_by:
@@ -111,10 +116,10 @@ def search_study(args: argparse.Namespace) -> int:
     url = studies.storage_url(args.storage, Path.cwd())
     records = Records(params.tracking.experiment, name)
     study = search.open_study(name, studies.open_storage(url, settings.heartbeat, records.stale), settings, space.base)
-    tracking.connect()
-    reproducible.configure(params.train.threads, params.train.kernels)
-    from mnistcnn import engine  # noqa: PLC0415 (torch: after the checks, which take a fraction of a second)
+    from mnistcnn import engine, reproducible, study_runs, tracking  # noqa: PLC0415 (now: see the imports)
 
+    tracking.connect()
+    reproducible.configure(params.train.threads, params.train.kernels)  # before any tensor work, as train
     device = engine.pick_device(params.train.device)
     data = load_data(params, device)
     records.parent = study_runs.parent_run(records.experiment, name, studies.redact(url))
@@ -148,6 +153,7 @@ def search_study(args: argparse.Namespace) -> int:
 
 def finish(study, name: str, parent: str, url: str) -> int:
     """Draw the study on its parent run; write the winner's recipe and say how to run it."""
+    from mnistcnn import study_runs  # noqa: PLC0415
     best = search.best(study)
     drawn = study_runs.log_study(parent, study, best)
     if best is None:

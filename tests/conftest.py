@@ -106,6 +106,15 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+@pytest.fixture
+def silent_port():
+    """A port that accepts connections and never answers: a server that hangs."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        yield listener.getsockname()[1]
+
+
 def sh(*args, cwd, env=None) -> str:
     """Run a command in `cwd`; fail the test with its output unless it exits 0."""
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)

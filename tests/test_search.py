@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from mnistcnn import config, search, space
-from tests.conftest import ROOT, git_commit, make_repo, params_for, sh, stored_runs
+from tests.conftest import ROOT, free_port, git_commit, make_repo, params_for, sh, stored_runs
 
 # Over cnn9k's declaration (params_for's model): 16 steps an epoch, scored 4 times; channels up to
 # 32 a block go over 9,000 parameters, low rates fall behind at the first scoring and are pruned.
@@ -172,3 +172,17 @@ def test_ctrl_c_fails_the_running_trial_queues_it_again_and_the_study_continues(
     assert "2 trial(s) so far" in resumed and "search: trial 1 complete" in resumed
     again = optuna.load_study(study_name="slow", storage=storage).trials[1]
     assert again.state == optuna.trial.TrialState.COMPLETE and again.system_attrs["failed_trial"] == 0
+
+
+@pytest.mark.parametrize("kind", ["refused", "hanging"])
+def test_a_storage_that_does_not_answer_is_a_clear_error_within_10_s(silent_port, kind):
+    port = silent_port if kind == "hanging" else free_port()
+    start = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "stages.search", "--storage",
+                             f"postgresql://optuna:secret@127.0.0.1:{port}/optuna"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert time.monotonic() - start < 10
+    assert result.returncode == 1 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"error: cannot open the study storage postgresql+psycopg2://optuna:***@127.0.0.1:{port}/")
+    assert ("timeout expired" if kind == "hanging" else "Connection refused") in result.stderr
+    assert "secret" not in result.stderr

@@ -2,7 +2,6 @@
 pipeline logging to it, its runs read back over the REST API, a restart, and a server that is down."""
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -123,15 +122,6 @@ def test_a_restart_keeps_every_run(tracking_server, repo):
     restarted = server.start(tracking_server.folder, tracking_server.host, tracking_server.port)
     assert server_runs(restarted.url) == before
     assert trained_run(restarted.url, repo)["metrics"]["test/accuracy"] > 0.5
-
-
-@pytest.fixture
-def silent_port():
-    """A port that accepts connections and never answers: a server that hangs."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        yield listener.getsockname()[1]
 
 
 @pytest.mark.parametrize("kind", ["refused", "hanging"])
