@@ -128,13 +128,9 @@ def suggest(trial: optuna.Trial, named: dict[str, space.Leaf]) -> dict:
     return values
 
 
-def finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    return [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
-
-
 def best(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     """The complete trial of highest final validation accuracy (the first, on a tie), or None."""
-    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     return max(complete, key=lambda t: (t.value, -t.number)) if complete else None
 
 

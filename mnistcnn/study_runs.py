@@ -29,10 +29,10 @@ from mnistcnn.config import flatten  # noqa: E402
 
 STUDY_TAG, ROLE_TAG = "search.study", "search.role"
 STATES = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}
-FIGURES = {  # artifact name -> (drawing function of optuna.visualization.matplotlib, its arguments)
-    "optimization_history.png": ("plot_optimization_history", {}),
-    "intermediate_values.png": ("plot_intermediate_values", {}),
-    "param_importances.png": ("plot_param_importances", {}),
+FIGURES = {  # artifact name -> its drawing function in optuna.visualization.matplotlib
+    "optimization_history.png": "plot_optimization_history",
+    "intermediate_values.png": "plot_intermediate_values",
+    "param_importances.png": "plot_param_importances",
 }
 
 
@@ -63,7 +63,8 @@ def parent_run(experiment: str, study: str, storage: str) -> str:
     return found
 
 
-def _outcome(trial: optuna.trial.FrozenTrial) -> str:
+def outcome(trial: optuna.trial.FrozenTrial) -> str:
+    """complete, pruned, over budget or failed: Optuna's state, unless the trial recorded its own."""
     return trial.user_attrs.get("outcome") or STATES.get(trial.state, trial.state.name.lower())
 
 
@@ -71,10 +72,11 @@ def log_trial(experiment: str, parent: str, study: str, trial: optuna.trial.Froz
     """One trial as a child run of `parent`: its train section, counts, curves, state and outcome."""
     client = mlflow.MlflowClient()
     experiment_id = client.get_run(parent).info.experiment_id
-    outcome = _outcome(trial)
+    state = outcome(trial)
     start = int(trial.datetime_start.timestamp() * 1000) if trial.datetime_start else None
     run_tags = {MLFLOW_PARENT_RUN_ID: parent, STUDY_TAG: study, ROLE_TAG: "trial", "trial.number": trial.number,
-                "trial.state": outcome, "trial.worker": trial.user_attrs.get("worker", "unknown"), **tracking.identity_tags(dict(os.environ)), **tags,
+                "trial.state": state, "trial.worker": trial.user_attrs.get("worker", "unknown"),
+                **tracking.identity_tags(dict(os.environ)), **tags,
                 **{k: v for k, v in trial.user_attrs.items() if k.startswith(("arch.", "params.", "dataset."))}}
     if trial.user_attrs.get("error"):
         run_tags["trial.error"] = trial.user_attrs["error"][:5000]
@@ -108,9 +110,9 @@ def log_study(parent: str, study: optuna.Study, best: optuna.trial.FrozenTrial |
         warnings.simplefilter("ignore")  # optuna's matplotlib figures are marked experimental
         from optuna.visualization import matplotlib as figures  # noqa: PLC0415
 
-        for name, (function, kwargs) in FIGURES.items():
+        for name, function in FIGURES.items():
             try:
-                axes = getattr(figures, function)(study, **kwargs)
+                axes = getattr(figures, function)(study)
             except (ValueError, RuntimeError, ZeroDivisionError):
                 continue  # too few trials for this figure yet (importances need two complete ones)
             figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
@@ -121,7 +123,7 @@ def log_study(parent: str, study: optuna.Study, best: optuna.trial.FrozenTrial |
             drawn.append(name)
     optuna.logging.set_verbosity(quiet)
     trials = study.get_trials(deepcopy=False)
-    counts = {state: sum(_outcome(t) == state for t in trials) for state in
+    counts = {state: sum(outcome(t) == state for t in trials) for state in
               ("complete", "pruned", "over budget", "failed")}
     client.log_batch(parent, tags=[RunTag(f"trials.{k.replace(' ', '_')}", str(v)) for k, v in counts.items()])
     if best is not None:

@@ -69,7 +69,7 @@ def write_recipe(path: Path, study: str, best, storage: str) -> None:
 
 def report(trial, started: float) -> str:
     from mnistcnn import study_runs  # noqa: PLC0415
-    outcome = trial.user_attrs.get("outcome") or study_runs.STATES.get(trial.state, trial.state.name.lower())
+    outcome = study_runs.outcome(trial)
     value = f"validation accuracy {trial.value:.4f}" if trial.value is not None else ""
     curve = trial.user_attrs.get("val_curve") or [{}]
     if not value and "accuracy" in curve[-1]:
