@@ -8,7 +8,9 @@ when it dies, and the trial is queued again.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import sqlite3
 import time
 from pathlib import Path
 from typing import Callable
@@ -53,6 +55,8 @@ def open_storage(url: str, heartbeat: HeartbeatParams,
 
     postgres = url.startswith("postgresql")
     connect = {"connect_timeout": CONNECT_TIMEOUT} if postgres else {"timeout": 30}  # sqlite: wait on its lock
+    if url.startswith("sqlite:///"):
+        _write_ahead_log(Path(url.removeprefix("sqlite:///")))
     for attempt in range(3):
         try:
             return RDBStorage(url, engine_kwargs={"connect_args": connect, "pool_pre_ping": True},
@@ -72,6 +76,14 @@ def _creating(error: Exception) -> bool:
     (PostgreSQL: a duplicate key in its catalogue; SQLite: "table ... already exists")."""
     return isinstance(error, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError)) or \
         "already exists" in str(error)
+
+
+def _write_ahead_log(path: Path) -> None:
+    """Put a SQLite study file in write-ahead-log mode (kept in the file): a reader, such as another
+    worker or `optuna-dashboard`, then never blocks a worker's write, which in SQLite's default
+    mode could fail at once with "database is locked" while a trial's heartbeat thread also writes."""
+    with contextlib.closing(sqlite3.connect(path, timeout=30)) as db:
+        db.execute("PRAGMA journal_mode=WAL")
 
 
 def retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, heartbeat: HeartbeatParams) -> None:

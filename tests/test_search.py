@@ -152,7 +152,7 @@ def test_ctrl_c_fails_the_running_trial_queues_it_again_and_the_study_continues(
     storage = f"sqlite:///{repo / 'studies/optuna.db'}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        time.sleep(0.5)
+        time.sleep(1)
         try:
             trials = optuna.load_study(study_name="slow", storage=storage).trials
         except KeyError:  # not created yet
