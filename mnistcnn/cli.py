@@ -11,11 +11,11 @@ from typing import Callable, NoReturn
 
 from mnistcnn import phases
 from mnistcnn.config import ParamsError
-from mnistcnn.health import ServerUnreachable
+from mnistcnn.health import LoginRefused, ServerUnreachable
 from mnistcnn.outputs import DataError
 
 # Problems the user can fix; anything else is a bug and keeps its traceback.
-USER_ERRORS = (ParamsError, DataError, ServerUnreachable)
+USER_ERRORS = (ParamsError, DataError, ServerUnreachable, LoginRefused)
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
 
 

@@ -91,6 +91,9 @@ def connect() -> str:
             raise health.ServerUnreachable(
                 f"cannot reach the MLflow tracking server at {uri} ({problem}); nothing was written. "
                 "Start it (`make server`), or unset MLFLOW_TRACKING_URI to log to mlruns/ in this checkout")
+        login = health.login_problem(uri)
+        if login is not None:
+            raise health.LoginRefused(f"{login}; nothing was written")
     mlflow.set_tracking_uri(uri)
     _connected = uri
     return uri

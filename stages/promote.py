@@ -56,6 +56,9 @@ def promote(params) -> str:
     """Register (or find) the version for the current model and move the alias to it; returns a summary."""
     paths, name, alias = params.paths, params.promote.model_name, params.promote.alias
     uri = tracking.connect()
+    refused = registry.registration_refused(uri, name)
+    if refused is not None:
+        raise Refused(refused)
     report, label = gate_report(params)
     commit = committed("dvc.lock", str(paths.test_metrics), "params.yaml")
     card = read_json(paths.model_card, produced_by="train")

@@ -1,10 +1,13 @@
 """`make server` / `make server-stop`: the team's MLflow tracking server on PostgreSQL.
 
-    python -m stages.server start [--folder server] [--host 127.0.0.1] [--port 5001]
+    python -m stages.server start [--folder server] [--host 127.0.0.1 [--allowed-hosts H,...]] [--port 5001]
+    python -m stages.server add-user NAME [--folder server] [--port 5001]
     python -m stages.server stop  [--folder server]
 
-Then MLFLOW_TRACKING_URI=http://127.0.0.1:5001 sends every stage's run there.
-See mnistcnn/server.py for what the folder holds.
+Then MLFLOW_TRACKING_URI=http://127.0.0.1:5001, with a user's MLFLOW_TRACKING_USERNAME and
+MLFLOW_TRACKING_PASSWORD, sends every stage's run there. add-user prints the new teammate's
+password, once. See mnistcnn/server.py for what the folder holds, mnistcnn/access.py for who
+may do what.
 """
 
 from __future__ import annotations
@@ -14,37 +17,64 @@ import os
 import sys
 from pathlib import Path
 
-from mnistcnn import config, server, ui
+from mnistcnn import access, config, server, ui
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m stages.server", description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=["start", "stop"])
+    parser.add_argument("action", choices=["start", "add-user", "stop"])
+    parser.add_argument("name", nargs="?", help="add-user: the teammate's user name")
     parser.add_argument("--folder", type=Path, default=Path("server"), help="where its data lives (default: server/)")
     parser.add_argument("--host", default="127.0.0.1", help="the interface to bind (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=5001)
     parser.add_argument("--study-port", type=int, default=5003, help="PostgreSQL's TCP port, for the search's studies")
+    parser.add_argument("--allowed-hosts", default="",
+                        help="with a --host other than loopback: the host names (and :port) clients use, comma-separated")
     args = parser.parse_args()
+    params = config.load()
     try:
         if args.action == "stop":
             stopped = server.stop(args.folder)
             print("stopped " + " and ".join(stopped) if stopped else f"no server of {args.folder} was running")
             return 0
-        running = server.start(args.folder, args.host, args.port, study_port=args.study_port)
-    except server.ServerError as err:
+        if args.action == "add-user":
+            return add_user(args)
+        running = server.start(args.folder, args.host, args.port, study_port=args.study_port,
+                               allowed_hosts=args.allowed_hosts, model_name=params.promote.model_name)
+    except (server.ServerError, access.AccessError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    experiment = config.load().tracking.experiment
-    os.environ["MLFLOW_TRACKING_URI"] = running.url
+    report(running, params.tracking.experiment)
+    return 0
+
+
+def add_user(args) -> int:
+    if not args.name:
+        print("error: add-user needs the teammate's name: python -m stages.server add-user NAME", file=sys.stderr)
+        return 2
+    url = f"http://127.0.0.1:{args.port}"
+    password = access.add_teammate(url, args.folder.resolve(), args.name)
+    print(f"user {args.name} added: they may log runs, not register models or move aliases. Their password, "
+          f"shown this once:\n  export MLFLOW_TRACKING_USERNAME={args.name} MLFLOW_TRACKING_PASSWORD={password}")
+    return 0
+
+
+def report(running: server.Server, experiment: str) -> None:
+    """What the server is, and how each kind of user reaches it."""
+    os.environ.update({"MLFLOW_TRACKING_URI": running.url, **access.credentials(running.folder, access.ADMIN)})
     from mnistcnn import tracking  # noqa: PLC0415 (seconds to import: not for `stop`)
 
     runs = ui.runs_table_url(running.url, tracking.open_experiment(experiment), tracking.VIEW)
-    print(f"MLflow tracking server at {running.url} (PostgreSQL backend, data in {running.folder})\n"
+    print(f"MLflow tracking server at {running.url} (PostgreSQL backend, data in {running.folder}); every request "
+          f"needs a user and password\n"
           f"  log runs there:  export MLFLOW_TRACKING_URI={running.url}\n"
+          f"                   and MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD of a user: add one with\n"
+          f"                   python -m stages.server add-user NAME --port {running.port}\n"
+          f"  admin, promoter: their passwords are in {running.folder}/{access.FILES['admin']} and "
+          f"{access.FILES['promoter']} (make promote uses the promoter's)\n"
           f"  runs of {experiment}: {runs}\n"
           f"  search studies:  export SEARCH_STORAGE={running.study_url}  (then make search, on any machine)\n"
           f"  stop it:         make server-stop")
-    return 0
 
 
 if __name__ == "__main__":

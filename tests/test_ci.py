@@ -59,5 +59,8 @@ def test_a_push_to_main_shares_its_outputs_and_run_cache():
     assert pushes and all(step["if"] == "vars.DVC_REMOTE_CONFIGURED == 'true'" for step in pushes)
     promote = share["steps"][-1]
     assert promote["if"] == "env.MLFLOW_TRACKING_URI != ''" and promote["run"] == "make gate && make promote"
+    # the server lets only the promoter promote: the job logs in as it, from secrets, never from vars
+    assert {share["env"][f"MLFLOW_TRACKING_{k}"] for k in ("USERNAME", "PASSWORD")} == {
+        "${{ secrets.MLFLOW_TRACKING_USERNAME }}", "${{ secrets.MLFLOW_TRACKING_PASSWORD }}"}
     makefile = (ROOT / "Makefile").read_text()
     assert "\tdvc push --run-cache" in makefile and "\tdvc pull --run-cache" in makefile

@@ -15,7 +15,7 @@ import psycopg2
 import pytest
 import yaml
 
-from mnistcnn import server, studies
+from mnistcnn import access, postgres, server, studies
 from tests.conftest import free_port, git_commit, make_repo, sh
 from tests.test_search import with_search
 
@@ -29,7 +29,10 @@ def team(tmp_path_factory):
     """The team server: PostgreSQL (its study storage on a TCP port) and MLflow, on free ports."""
     folder = tmp_path_factory.mktemp("server")
     started = server.start(folder, "127.0.0.1", free_port(), study_port=free_port())
-    yield started
+    with pytest.MonkeyPatch.context() as patch:  # this process reads the runs back as the admin
+        for name, value in access.credentials(folder, access.ADMIN).items():
+            patch.setenv(name, value)
+        yield started
     server.stop(folder)
 
 
@@ -39,7 +42,9 @@ def clone(tmp_path_factory, team, name: str) -> tuple:
     params = yaml.safe_load((repo / "params.yaml").read_text())
     (repo / "params.yaml").write_text(yaml.safe_dump(with_search(params), sort_keys=False))
     git_commit(repo, "a search section")
-    env = {**env, "MLFLOW_TRACKING_URI": team.url, "SEARCH_STORAGE": team.study_url}
+    password = access.add_teammate(team.url, team.folder, name)  # each clone is its own teammate
+    env = {**env, "MLFLOW_TRACKING_URI": team.url, "SEARCH_STORAGE": team.study_url,
+           "MLFLOW_TRACKING_USERNAME": name, "MLFLOW_TRACKING_PASSWORD": password}
     sh("dvc", "repro", "download", cwd=repo, env=env)
     return repo, env
 
@@ -68,8 +73,8 @@ def trials_of(team, study: str) -> list:
 
 def test_the_study_storage_takes_only_its_password_over_tcp(team):
     host, port = "127.0.0.1", int(team.study_url.rsplit(":", 1)[1].split("/")[0])
-    password = (team.folder / server.STUDY_PASSWORD).read_text().strip()
-    assert stat.S_IMODE(os.stat(team.folder / server.STUDY_PASSWORD).st_mode) == 0o600
+    password = (team.folder / postgres.STUDY_PASSWORD).read_text().strip()
+    assert stat.S_IMODE(os.stat(team.folder / postgres.STUDY_PASSWORD).st_mode) == 0o600
     assert f"optuna:{password}@127.0.0.1:{port}/optuna" in team.study_url
     for user, secret in (("optuna", None), ("optuna", "wrong"), ("postgres", None), ("postgres", "")):
         with pytest.raises(psycopg2.OperationalError, match="password"):

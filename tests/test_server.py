@@ -1,6 +1,8 @@
-"""The team's tracking server, for real: PostgreSQL and MLflow's server on 127.0.0.1, the
-pipeline logging to it, its runs read back over the REST API, a restart, and a server that is down."""
+"""The team's tracking server, for real: PostgreSQL and MLflow's server (with its authentication app)
+on 127.0.0.1, the pipeline logging to it as a teammate, its runs read back over the REST API, promotion
+as the promoter, a restart, logins missing or wrong, and a server that is down."""
 
+import base64
 import json
 import subprocess
 import sys
@@ -10,11 +12,16 @@ import urllib.request
 
 import pytest
 
-from mnistcnn import server
+from mnistcnn import access, server
 from tests.conftest import free_port, git_commit, make_repo, sh
 from tests.test_experiments import start_queue, stop_workers, wait_for_queue
 
 EXPERIMENT = "mnist-compact-cnn"
+ADMINS: dict[str, dict[str, str]] = {}  # a server's URL: the admin login `rest` reads it with
+
+
+def login(user: str, password: str) -> dict[str, str]:
+    return {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": password}
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +29,7 @@ def tracking_server(tmp_path_factory):
     """PostgreSQL and the MLflow server on free ports, their data in a temporary folder."""
     folder = tmp_path_factory.mktemp("server")
     started = server.start(folder, "127.0.0.1", free_port())
+    ADMINS[started.url] = access.credentials(folder, access.ADMIN)
     yield started
     server.stop(folder)
 
@@ -30,7 +38,8 @@ def tracking_server(tmp_path_factory):
 def repo(tmp_path_factory, tracking_server):
     """A repository after `dvc repro` with every stage logging to the server."""
     repo, env = make_repo(tmp_path_factory.mktemp("repo"), store=False)  # a local store must stay absent
-    env = {**env, "MLFLOW_TRACKING_URI": tracking_server.url}
+    teammate = login("alice", access.add_teammate(tracking_server.url, tracking_server.folder, "alice"))
+    env = {**env, "MLFLOW_TRACKING_URI": tracking_server.url, **teammate}
     sh("dvc", "repro", cwd=repo, env=env)
     yield repo, env
     stop_workers(repo, env)
@@ -40,7 +49,10 @@ def rest(url: str, endpoint: str, body: dict | None = None, **query) -> dict:
     """One call of MLflow's REST API: GET with `query`, or POST `body` as JSON."""
     address = f"{url}/api/2.0/mlflow/{endpoint}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(address, data=data, headers={"Content-Type": "application/json"})
+    admin = ADMINS[url]
+    secret = base64.b64encode(f"{admin['MLFLOW_TRACKING_USERNAME']}:{admin['MLFLOW_TRACKING_PASSWORD']}".encode())
+    request = urllib.request.Request(address, data=data, headers={"Content-Type": "application/json",
+                                                                  "Authorization": f"Basic {secret.decode()}"})
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.load(response)
 
@@ -120,7 +132,7 @@ def test_a_restart_keeps_every_run(tracking_server, repo):
     with pytest.raises(OSError):
         urllib.request.urlopen(f"{tracking_server.url}/health", timeout=3)
     restarted = server.start(tracking_server.folder, tracking_server.host, tracking_server.port)
-    assert server_runs(restarted.url) == before
+    assert server_runs(restarted.url) == before  # and the users: rest() logs in as the same admin
     assert trained_run(restarted.url, repo)["metrics"]["test/accuracy"] > 0.5
 
 
@@ -142,9 +154,42 @@ def test_a_server_that_is_down_fails_each_stage_in_seconds_and_nothing_is_writte
     assert sh("dvc", "status", "download", cwd=repo, env=env).strip().endswith("up to date.")
 
 
+def test_a_stage_without_or_with_a_wrong_login_says_what_to_set_before_any_work(tracking_server, repo):
+    repo, env = repo
+    for kind, credentials, wanted in (("none", {}, "needs a login: set MLFLOW_TRACKING_USERNAME and "
+                                                   "MLFLOW_TRACKING_PASSWORD"),
+                                      ("wrong", login("alice", "guess"), "refused the login of "
+                                                                         "MLFLOW_TRACKING_USERNAME=alice")):
+        anonymous = {k: v for k, v in env.items() if not k.startswith("MLFLOW_TRACKING_")}
+        started = time.monotonic()
+        result = subprocess.run([sys.executable, "-m", "stages.evaluate"], cwd=repo, capture_output=True, text=True,
+                                env={**anonymous, "MLFLOW_TRACKING_URI": tracking_server.url, **credentials})
+        assert result.returncode == 1 and time.monotonic() - started < 15, (kind, result.stderr)
+        message = result.stderr.strip().splitlines()
+        assert len(message) == 1 and message[0].startswith("error: ") and wanted in message[0], (kind, message)
+
+
+def commit_results(repo) -> None:
+    """Promote names a commit: the results are committed first (once)."""
+    if sh("git", "status", "--porcelain", cwd=repo).strip():
+        git_commit(repo, "reproduced against the server")
+
+
+def test_a_teammates_promote_is_refused_before_anything_is_written(tracking_server, repo):
+    repo, env = repo
+    commit_results(repo)
+    runs = server_runs(tracking_server.url)
+    result = subprocess.run([sys.executable, "-m", "stages.promote"], cwd=repo, env=env, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "MLFLOW_TRACKING_USERNAME=alice may read" in result.stderr and "only the promoter" in result.stderr
+    model = rest(tracking_server.url, "registered-models/get", name=EXPERIMENT)["registered_model"]
+    assert "latest_versions" not in model and server_runs(tracking_server.url) == runs
+
+
 def test_promote_registers_the_model_on_the_server_once(tracking_server, repo):
     repo, env = repo
-    git_commit(repo, "reproduced against the server")  # promote names a commit: results committed
+    commit_results(repo)
+    env = {**env, **access.credentials(tracking_server.folder, access.PROMOTER)}  # as `make promote` does
     for attempt in range(2):
         result = subprocess.run([sys.executable, "-m", "stages.promote"], cwd=repo, env=env, capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
