@@ -19,7 +19,7 @@ COMPARE_ARGS ?=
 # DVC runs each stage's `python -m stages.X` through the shell: put the venv first.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro check-repro test test-cpus qemu gate promote serve exp compare budget search bench bench-e2e bench-search bench-kernels ui browser server server-stop push pull lock clean
+.PHONY: install repro check-repro test test-cpus qemu gate promote serve exp compare budget search bench bench-e2e bench-search bench-serve bench-kernels ui browser server server-stop push pull lock clean
 
 install: $(STAMP)
 
@@ -57,12 +57,23 @@ gate: install
 	python -m stages.gate $(GATE_ARGS)
 
 # After a passing gate: register the model in the MLflow Model Registry, move its alias (stages/promote.py).
+# On the team server, as its promoter (the one user who may: password in $(SERVER_DIR)/promoter.password),
+# unless MLFLOW_TRACKING_USERNAME names another login with that right (the CI's).
 promote: install
+	@if [ -z "$$MLFLOW_TRACKING_USERNAME" ] && [ -f $(SERVER_DIR)/promoter.password ]; then \
+	  export MLFLOW_TRACKING_USERNAME=promoter MLFLOW_TRACKING_PASSWORD="$$(cat $(SERVER_DIR)/promoter.password)"; fi; \
 	python -m stages.promote
 
-# MLflow's scoring server for the registry's champion, or MODEL_URI=...; bound to 127.0.0.1.
+# The champion's weights (or MODEL_URI=...'s), once main's dvc.lock shows it trained them, scored by this
+# checkout's code behind guards (stages/serve.py); bound to 127.0.0.1, SERVE_WORKERS processes.
+SERVE_WORKERS ?= 2
 serve: install
-	python -m stages.serve --port $(SERVE_PORT)
+	python -m stages.serve --port $(SERVE_PORT) --workers $(SERVE_WORKERS)
+
+# The scoring server under load (32 clients for 60 s) and abuse (a 50 MB body, deep JSON, slow clients):
+# figures into benchmarks/serve.json; after make promote, about 3 minutes
+bench-serve: install
+	python -m benchmarks.serve
 
 exp: install  # one experiment from a recipe: make exp RECIPE=tiny10k EXP_ARGS="-S train.seed=1"
 	flags="$$(python -m stages.recipe $(RECIPE))" && dvc exp run $$flags $(EXP_ARGS)

@@ -108,6 +108,13 @@ def example_images() -> np.ndarray:
     return image
 
 
+def _model_arguments(weights_path: str | Path, card_path: str | Path) -> dict:
+    """What both logging and saving the served model pass MLflow: the code file, the data, the signature."""
+    return {"python_model": str(CODE_FILE), "artifacts": {"weights": str(weights_path), "card": str(card_path)},
+            "model_config": {"mean": mnist.MEAN, "std": mnist.STD},  # the training images' statistics
+            "signature": SIGNATURE, "input_example": example_images()}
+
+
 def log_served_model(weights_path: str | Path, card_path: str | Path) -> str:
     """Log the served model, built from these weights and card, into the active run; returns its URI."""
     from mnistcnn import tracking  # noqa: PLC0415 (only logging needs it; loading the model does not)
@@ -115,15 +122,17 @@ def log_served_model(weights_path: str | Path, card_path: str | Path) -> str:
     with tracking.requirements_unchecked():
         info = mlflow.pyfunc.log_model(
             name=NAME,
-            python_model=str(CODE_FILE),
-            artifacts={"weights": str(weights_path), "card": str(card_path)},
-            model_config={"mean": mnist.MEAN, "std": mnist.STD},  # the training images' statistics
             code_paths=[str(Path(__file__).parent)],  # this package, so the model loads anywhere
-            signature=SIGNATURE,
-            input_example=example_images(),
             pip_requirements=tracking.pinned_requirements(),
+            **_model_arguments(weights_path, card_path),
         )
     return info.model_uri
+
+
+def save_served_model(weights_path: str | Path, card_path: str | Path, folder: Path) -> Path:
+    """The served model in `folder`, built from this checkout's code and these files (`make serve`)."""
+    mlflow.pyfunc.save_model(str(folder), pip_requirements=[], **_model_arguments(weights_path, card_path))
+    return folder
 
 
 def load(uri: str):

@@ -1,10 +1,13 @@
-"""serve: MLflow's own scoring server for the registry's champion (or any model URI).
+"""serve: score digits with this checkout's code and the champion's weights, once main is shown to have trained them.
 
-    python -m stages.serve [--model URI] [--host 127.0.0.1] [--port 5002]     (make serve)
+    python -m stages.serve [--model URI] [--host 127.0.0.1] [--port 5002] [--workers 2] [--trusted main]
 
-The default model is `models:/<promote.model_name>@<promote.alias>` in the tracking
-store (mlruns/ or $MLFLOW_TRACKING_URI), as `make promote` left it. It runs
-`mlflow models serve --env-manager local`: this environment, no new one.
+The model is `models:/<promote.model_name>@<promote.alias>` in the tracking store (mlruns/
+or $MLFLOW_TRACKING_URI), as `make promote` left it, or $MODEL_URI / --model
+(models:/NAME@ALIAS or models:/NAME/VERSION). Of that version only the weights and the
+model card are downloaded, and served only once they are the files a commit of main
+trained (mnistcnn/trusted.py); the code that scores them is this checkout's, never the
+registry's. The scoring server is MLflow's app behind guards (mnistcnn/scoring.py).
 Clients POST raw pixels to /invocations; see the README's "Serving" section.
 """
 
@@ -13,28 +16,57 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
+from pathlib import Path
 
-from mnistcnn import config, tracking, ui
+from mnistcnn import cli, config, registry, scoring, serving, tracking, trusted
+from mnistcnn.outputs import DataError
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m stages.serve", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=os.environ.get("MODEL_URI") or None,
-                        help="a model URI (default: $MODEL_URI, else the registry's champion)")
+                        help="models:/NAME@ALIAS or models:/NAME/VERSION (default: $MODEL_URI, else the champion)")
     parser.add_argument("--host", default="127.0.0.1", help="the interface to bind (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=5002)
-    args = parser.parse_args()
-    model = args.model or config.load().promote.model_uri
-    os.environ["MLFLOW_TRACKING_URI"] = tracking.tracking_uri()  # models:/ resolves in the project's store
-    bin_dir = os.path.dirname(sys.executable)  # mlflow starts `uvicorn` by name: this environment's
-    os.environ["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", "")])
-    for name, value in ui.SERVER_ENV.items():
-        os.environ.setdefault(name, value)
-    print(f"serving {model} from {os.environ['MLFLOW_TRACKING_URI']} at http://{args.host}:{args.port}/invocations",
-          flush=True)
-    os.execv(sys.executable, [sys.executable, "-m", "mlflow", "models", "serve", "--model-uri", model,
-                              "--env-manager", "local", "--host", args.host, "--port", str(args.port)])
+    parser.add_argument("--workers", type=int, default=2, help="processes, one core each (default: 2)")
+    parser.add_argument("--trusted", default="main", help="the branch whose commits' weights may be served")
+    return parser.parse_args()
+
+
+def verified(uri: str, paths, trusted_branch: str, folder: Path) -> tuple[str, Path]:
+    """The version's description and its served model, saved in `folder` from this checkout's code
+    and the version's two files, once trusted.check passed them; DataError in one line otherwise."""
+    weights, card = str(paths.model), str(paths.model_card)
+    try:
+        version, files = registry.fetch(uri, [Path(weights).name, Path(card).name], folder / "files")
+    except Exception as err:  # MLflow raises several types: no such version, alias, artifact or access
+        reason = str(getattr(err, "message", err)).strip().splitlines()[0]
+        raise DataError(f"{uri}: cannot be fetched ({reason})") from None
+    label = f"{version.name} version {version.version}"
+    try:
+        commit = trusted.check(version.tags, {weights: files[Path(weights).name], card: files[Path(card).name]},
+                               weights, trusted_branch, Path.cwd())
+    except trusted.Untrusted as err:
+        raise DataError(f"refused to serve {label}: {err}") from None
+    model = serving.save_served_model(files[Path(weights).name], files[Path(card).name], folder / "served")
+    return f"{label} (weights of commit {commit[:7]} on {trusted_branch})", model
+
+
+def main() -> int:
+    args = arguments()
+    params = config.load()
+    uri = args.model or params.promote.model_uri
+    store = tracking.connect()  # a tracking server must answer, and take our credentials, first
+    with tempfile.TemporaryDirectory(prefix="mnistcnn-serve-") as folder:
+        label, model = verified(uri, params.paths, args.trusted, Path(folder))
+        print(f"serving {label} from {store} at http://{args.host}:{args.port}/invocations "
+              f"({args.workers} workers)", flush=True)
+        scoring.run(str(model), args.host, args.port, args.workers)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -2,11 +2,9 @@
 reproduced repository, then MLflow's scoring server answering good and bad requests."""
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
+import threading
 import urllib.error
 import urllib.request
 
@@ -15,8 +13,12 @@ import pytest
 import torch
 import yaml
 
-from mnistcnn import mnist
-from tests.conftest import free_port, git_commit, make_repo, sh
+from benchmarks import load
+from mnistcnn import mnist, scoring, serving
+from mnistcnn import registry as mnistcnn_registry
+from mnistcnn.outputs import save_torch, sha256_file, write_json
+from tests.conftest import git_commit, make_repo, sh
+from tests.test_serving import using
 
 NAME, ALIAS = "mnist-compact-cnn", "champion"
 
@@ -113,23 +115,8 @@ def scoring_server(repo):
     repo, env = repo
     if promote(repo, env).returncode != 0:
         pytest.fail("promotion failed before serving")
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "stages.serve", "--port", str(port)], cwd=repo, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/ping", timeout=2):
-                    break
-            except OSError:
-                assert process.poll() is None and time.monotonic() < deadline, "the scoring server did not start"
-                time.sleep(0.5)
-        yield url, repo
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(30)
+    with load.serving(repo, 2, env, repo.parent / "serve.log") as (url, pid):
+        yield url, repo, pid
 
 
 def post(url: str, body: bytes) -> tuple[int, dict]:
@@ -142,7 +129,7 @@ def post(url: str, body: bytes) -> tuple[int, dict]:
 
 
 def test_the_served_champion_answers_raw_pixels_and_survives_a_hundred_bad_requests(scoring_server):
-    url, repo = scoring_server
+    url, repo, _ = scoring_server
     provenance = json.loads((repo / "data/provenance.json").read_text())
     data = mnist.load_split(repo / "data/test.pt", "test", provenance, "data/provenance.json")
     images, labels = data["test_images"][:64], data["test_labels"][:64]
@@ -168,3 +155,80 @@ def test_the_served_champion_answers_raw_pixels_and_survives_a_hundred_bad_reque
         assert answer.get("message"), answer  # says what was wrong
     status, answer = post(url, good)
     assert status == 200 and [p["digit"] for p in answer["predictions"]] == digits
+
+
+def test_the_scoring_server_holds_32_clients_without_an_error(scoring_server):
+    url, repo, pid = scoring_server
+    body = load.image_body(repo)
+    with load.PeakMemory(pid) as memory:
+        result = load.load(url, body, clients=32, seconds=5)
+    assert result["errors"] == 0 and result["answers"] > 32, result
+    print(f"32 clients: {result}; memory {memory.start / 2**20:.0f} MB before, {memory.peak / 2**20:.0f} MB at the peak")
+    assert memory.peak - memory.start < 128 * 2**20  # bounded: no request grows it
+
+
+@pytest.mark.parametrize("name", list(load.ABUSES))
+def test_abuse_is_refused_or_cut_off_in_seconds_and_others_are_served_meanwhile(scoring_server, name):
+    url, repo, pid = scoring_server
+    probe, *args = load.ABUSES[name]
+    outcome = {}
+    thread = threading.Thread(target=lambda: outcome.update(load.timed(probe, url, *args)))
+    with load.PeakMemory(pid) as memory:
+        thread.start()
+        good = load.load(url, load.image_body(repo), clients=2, seconds=3)
+        thread.join()
+    expected = {"50 MB body, declared": "413", "50 MB body, chunked": "413", "JSON 100,000 deep": "400",
+                "headers a byte a second": "closed", "body a byte a second": "408"}[name]
+    assert expected in outcome["outcome"], outcome
+    limit = scoring.BODY_TIMEOUT if "body a byte" in name else scoring.HEADER_TIMEOUT
+    assert outcome["seconds"] <= limit + 3, outcome
+    assert good["errors"] == 0 and good["answers"] > 0, good
+    print(f"{name}: {outcome}; memory {memory.start / 2**20:.0f} MB before, {memory.peak / 2**20:.0f} MB at the peak")
+    assert memory.peak - memory.start < 64 * 2**20  # no worker read 50 MB into memory, let alone parsed it
+
+
+def tampered(repo, folder, commit: str | None, change_weights: bool) -> tuple[str, str]:
+    """A version made as anyone who can write to the registry could make one: the champion's tags, but
+    `commit` as its git.commit (None: no such tag), its weights changed or not, and a card and
+    weights.sha256 tag that agree with them; the alias moved to it. Returns it and the champion."""
+    with using(f"sqlite:///{repo / 'mlruns/mlflow.db'}"):
+        client = mlflow.MlflowClient()
+        champion = client.get_model_version_by_alias(NAME, ALIAS)
+        state = torch.load(repo / "models/model.pt", weights_only=True)
+        if change_weights:
+            first = next(iter(state))
+            state[first] = state[first] + 0.01
+        weights, card = folder / "model.pt", folder / "model.json"
+        save_torch(state, weights)
+        write_json(card, {**json.loads((repo / "models/model.json").read_text()), "weights_sha256": sha256_file(weights)})
+        with mlflow.start_run(experiment_id=client.get_run(champion.run_id).info.experiment_id) as run:
+            model_uri = serving.log_served_model(weights, card)
+        tags = {**champion.tags, "weights.sha256": sha256_file(weights), "git.commit": commit or ""}
+        version = mnistcnn_registry.register(NAME, model_uri, run.info.run_id, tags, description="tampered")
+        mnistcnn_registry.move_alias(NAME, ALIAS, version.version)
+    return str(version.version), str(champion.version)
+
+
+@pytest.mark.parametrize("kind", ["weights changed", "commit not on main", "no commit"])
+def test_serve_refuses_a_champion_whose_weights_main_did_not_train(scoring_server, repo, tmp_path, kind):
+    repo, env = repo
+    head = sh("git", "rev-parse", "HEAD", cwd=repo).strip()
+    if kind == "commit not on main":
+        sh("git", "checkout", "-q", "-b", f"side-{tmp_path.name}", cwd=repo)
+        sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "off main",
+           cwd=repo)  # the same weights, on a commit main does not hold
+        head = sh("git", "rev-parse", "HEAD", cwd=repo).strip()
+        sh("git", "checkout", "-q", "main", cwd=repo)
+    version, champion = tampered(repo, tmp_path, None if kind == "no commit" else head,
+                                 change_weights=kind == "weights changed")
+    try:
+        refused = subprocess.run([sys.executable, "-m", "stages.serve", "--port", "1"], cwd=repo, env=env,
+                                 capture_output=True, text=True, timeout=120)
+    finally:
+        with using(f"sqlite:///{repo / 'mlruns/mlflow.db'}"):
+            mnistcnn_registry.move_alias(NAME, ALIAS, champion)
+    wanted = {"weights changed": "its models/model.pt is not the one commit", "commit not on main":
+              "is not on main: only what was merged is served", "no commit": "it has no git.commit tag"}[kind]
+    lines = refused.stderr.strip().splitlines()
+    assert refused.returncode == 1 and len(lines) == 1, refused.stderr
+    assert lines[0].startswith(f"error: refused to serve {NAME} version {version}: ") and wanted in lines[0], lines
