@@ -71,7 +71,7 @@ serve: install
 	python -m stages.serve --port $(SERVE_PORT) --workers $(SERVE_WORKERS)
 
 # The scoring server under load (32 clients for 60 s) and abuse (a 50 MB body, deep JSON, slow clients):
-# figures into benchmarks/serve.json; after make promote, about 3 minutes
+# figures into benchmarks/serve.json; after make promote, about 11 minutes
 bench-serve: install
 	python -m benchmarks.serve
 

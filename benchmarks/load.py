@@ -1,14 +1,15 @@
 """The scoring server under load and under abuse, measured on loopback.
 
-    python -m benchmarks.load [--clients 32] [--seconds 60] [--workers 1 2 4]     (`make bench-serve`)
+    python -m benchmarks.load [--clients 32] [--seconds 60] [--workers 1 2 4] [--rounds 3]   (`make bench-serve`)
 
-Load: for each worker count, `python -m stages.serve` on the champion (`make promote` first),
+Load: for each worker count (each ROUNDS times, interleaved; medians reported), `python -m
+stages.serve` on the champion (`make promote` first),
 then CLIENTS concurrent clients, each posting one raw-pixel MNIST test image as soon as the last
 answer came, for SECONDS: answers, errors, p50/p99 latency, requests per second, and the peak
 memory of the server's processes (PSS: shared pages counted once). The clients (aiohttp, one event loop) share the
 machine with the server: on 2 cores they take part of one.
 
-Abuse, against the chosen worker count while 4 clients keep posting good requests: a 50 MB body
+Abuse, against the fastest worker count, once warm, while 4 clients keep posting good requests: a 50 MB body
 (declared, then streamed without a length), JSON nested 100,000 deep, a client that sends its
 headers a byte a second, and one that sends its body a byte a second. Each must be refused (4xx)
 or cut off (the connection closed) within seconds, the good clients must see no error, and the
@@ -26,6 +27,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -222,7 +224,7 @@ def serving(repo: Path, workers: int, env: dict | None = None, log: Path | None 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    log = log or repo / "serve.log"
+    log = log or Path(tempfile.gettempdir()) / f"mnistcnn-serve-{port}.log"
     with open(log, "w") as out:
         process = subprocess.Popen([sys.executable, "-m", "stages.serve", "--port", str(port), "--workers",
                                     str(workers)], cwd=repo, env=env, stdout=out, stderr=subprocess.STDOUT,
@@ -252,20 +254,26 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--rounds", type=int, default=3, help="each worker count this many times, interleaved")
     args = parser.parse_args()
     body, runs = image_body(), []
-    for workers in args.workers:
-        with serving(ROOT, workers) as (url, pid):
-            load(url, body, args.clients, 5)  # warm: each worker's first requests
-            with PeakMemory(pid) as peak:
-                result = load(url, body, args.clients, args.seconds)
-            runs.append({"workers": workers, **result, **megabytes(peak)})
-            print(json.dumps(runs[-1]), flush=True)
-    best = max(runs, key=lambda run: (run["errors"] == 0, run["requests_per_s"]))
-    with serving(ROOT, best["workers"]) as (url, pid):
-        abused = {"workers": best["workers"], **abuse(url, body, pid)}
-    print(json.dumps(abused, indent=1))
-    out = {"machine": cpu_name(), "cores": psutil.cpu_count(), "load": runs, "abuse": abused}
+    for _ in range(args.rounds):
+        for workers in args.workers:
+            with serving(ROOT, workers) as (url, pid):
+                load(url, body, args.clients, 5)  # warm: each worker's first requests
+                with PeakMemory(pid) as peak:
+                    result = load(url, body, args.clients, args.seconds)
+                runs.append({"workers": workers, **result, **megabytes(peak)})
+                print(json.dumps(runs[-1]), flush=True)
+    medians = {workers: {key: statistics.median(run[key] for run in runs if run["workers"] == workers)
+                         for key in ("requests_per_s", "p50_ms", "p99_ms", "errors", "memory_peak_mb")}
+               for workers in args.workers}
+    best = max(args.workers, key=lambda w: (medians[w]["errors"] == 0, medians[w]["requests_per_s"]))
+    with serving(ROOT, best) as (url, pid):
+        load(url, body, args.clients, 5)
+        abused = {"workers": best, **abuse(url, body, pid)}
+    print(json.dumps({"medians": medians, "abuse": abused}, indent=1))
+    out = {"machine": cpu_name(), "cores": psutil.cpu_count(), "medians": medians, "runs": runs, "abuse": abused}
     (ROOT / "benchmarks/serve.json").write_text(json.dumps(out, indent=1) + "\n")
 
 
