@@ -116,6 +116,7 @@ def scoring_server(repo):
     if promote(repo, env).returncode != 0:
         pytest.fail("promotion failed before serving")
     with load.serving(repo, 2, env, repo.parent / "serve.log") as (url, pid):
+        load.load(url, load.image_body(repo), clients=4, seconds=2)  # warm: each worker's first requests grow it
         yield url, repo, pid
 
 
