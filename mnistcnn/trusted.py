@@ -33,11 +33,9 @@ class Untrusted(Exception):
 
 
 def md5_file(path: Path) -> str:
-    digest = hashlib.md5()  # noqa: S324 (DVC's content hash, compared, not a security boundary alone)
+    """DVC's content hash of a file (compared with dvc.lock; the SHA-256 check follows)."""
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "md5").hexdigest()
 
 
 def _git(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -67,9 +65,10 @@ def check(tags: dict[str, str], files: dict[str, Path], weights: str, trusted: s
     for path, file in files.items():
         if path not in locked:
             raise Untrusted(f"commit {commit[:12]}'s dvc.lock records no {path} for the {TRAIN_STAGE} stage")
-        if md5_file(file) != locked[path]:
+        actual = md5_file(file)
+        if actual != locked[path]:
             raise Untrusted(f"its {path} is not the one commit {commit[:12]} of {trusted} trained "
-                            f"(md5 {md5_file(file)[:12]}…, dvc.lock: {locked[path][:12]}…)")
+                            f"(md5 {actual[:12]}…, dvc.lock: {locked[path][:12]}…)")
     digest = sha256_file(files[weights])
     cards = [json.loads(file.read_text()) for path, file in files.items() if path != weights]
     if tags.get("weights.sha256") != digest or any(card.get("weights_sha256") != digest for card in cards):

@@ -22,9 +22,6 @@ from pathlib import Path
 from mnistcnn import cli, config, registry, scoring, serving, tracking, trusted
 from mnistcnn.outputs import DataError
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m stages.serve", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=os.environ.get("MODEL_URI") or None,
@@ -40,18 +37,19 @@ def verified(uri: str, paths, trusted_branch: str, folder: Path) -> tuple[str, P
     """The version's description and its served model, saved in `folder` from this checkout's code
     and the version's two files, once trusted.check passed them; DataError in one line otherwise."""
     weights, card = str(paths.model), str(paths.model_card)
+    names = {weights: Path(weights).name, card: Path(card).name}  # each locked path: its artifact's name
     try:
-        version, files = registry.fetch(uri, [Path(weights).name, Path(card).name], folder / "files")
+        version, fetched = registry.fetch(uri, list(names.values()), folder / "files")
     except Exception as err:  # MLflow raises several types: no such version, alias, artifact or access
         reason = str(getattr(err, "message", err)).strip().splitlines()[0]
         raise DataError(f"{uri}: cannot be fetched ({reason})") from None
     label = f"{version.name} version {version.version}"
     try:
-        commit = trusted.check(version.tags, {weights: files[Path(weights).name], card: files[Path(card).name]},
-                               weights, trusted_branch, Path.cwd())
+        files = {path: fetched[name] for path, name in names.items()}
+        commit = trusted.check(version.tags, files, weights, trusted_branch, Path.cwd())
     except trusted.Untrusted as err:
         raise DataError(f"refused to serve {label}: {err}") from None
-    model = serving.save_served_model(files[Path(weights).name], files[Path(card).name], folder / "served")
+    model = serving.save_served_model(files[weights], files[card], folder / "served")
     return f"{label} (weights of commit {commit[:7]} on {trusted_branch})", model
 
 
