@@ -31,6 +31,7 @@ import mlflow  # noqa: E402
 import torch  # noqa: E402
 from mlflow.data.dataset_source_registry import resolve_dataset_source  # noqa: E402
 from mlflow.data.meta_dataset import MetaDataset  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.models import infer_signature  # noqa: E402
 from mlflow.utils import environment as mlflow_environment  # noqa: E402
 
@@ -130,7 +131,13 @@ def _experiment_id(name: str) -> str:
     # (Not decided by $MLFLOW_TRACKING_URI: mlflow.set_tracking_uri sets that variable.)
     default = mlflow.get_tracking_uri() == default_uri()
     artifacts = (store_root() / "mlruns" / "artifacts").as_uri() if default else None
-    return mlflow.create_experiment(name, artifact_location=artifacts, tags=EXPERIMENT_TAGS)
+    try:
+        return mlflow.create_experiment(name, artifact_location=artifacts, tags=EXPERIMENT_TAGS)
+    except MlflowException as error:
+        # A server's clients hold no common lock: a teammate's worker may have made it just now.
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        return mlflow.get_experiment_by_name(name).experiment_id
 
 
 def open_experiment(name: str) -> str:

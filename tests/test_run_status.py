@@ -72,7 +72,7 @@ def test_sigterm_mid_training_leaves_its_run_killed_and_writes_nothing(workdir, 
         assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
         time.sleep(0.5)
     process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=60) == 130
+    assert process.wait(timeout=120) == 130  # 60 s was once too short beside the serving tests
     assert "interrupted: no output was written" in process.stderr.read()
     assert stored_runs(folder)[-1]["status"] == "KILLED"
     assert leftovers(folder) == []
@@ -129,6 +129,23 @@ def test_identity_tags_say_unknown_where_git_cannot_be_asked(tmp_path):
 def test_identity_tags_name_the_experiment_and_its_baseline_under_dvc_exp(tmp_path):
     tags = tracking.identity_tags({"DVC_EXP_NAME": "sweep-1", "DVC_EXP_BASELINE_REV": "a" * 40}, root=tmp_path)
     assert tags["dvc.exp_name"] == "sweep-1" and tags["git.commit"] == "a" * 40
+
+
+def test_an_experiment_another_client_made_meanwhile_is_taken_not_an_error(tmp_path, monkeypatch):
+    """Two search workers on one server hold no common lock: both may find no experiment and both
+    create it. Here the other worker creates it, for real, between this one's lookup and create."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    lookup = tracking.mlflow.get_experiment_by_name
+    theirs = []
+
+    def late_lookup(name):
+        if not theirs:  # the first lookup: not there yet, but made by the other worker just after
+            theirs.append(tracking.mlflow.MlflowClient().create_experiment(name))
+            return None
+        return lookup(name)
+
+    monkeypatch.setattr(tracking.mlflow, "get_experiment_by_name", late_lookup)
+    assert tracking.open_experiment("shared") == theirs[0]
 
 
 def holds_open(pid: int, path: Path) -> bool:
