@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Subset
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision import datasets, transforms
 
-from mnistcnn import config, engine, mnist, models, reproducible
+from mnistcnn import config, engine, mnist, models, optim, reproducible
 
 
 @contextmanager
@@ -86,7 +86,7 @@ def measure(spec: dict) -> dict:
     model = models.build(train.architecture, train.dropout).to(device)
     limit = spec.get("limit")
     if spec["loop"] == "reference":
-        optimizer = engine.make_optimizer(train.optimizer, model.parameters(), train.lr)
+        optimizer = optim.make_optimizer(train.optimizer, model.parameters(), train.lr)
         seconds = reference_epoch(model, optimizer, Path(spec["raw"]), train.batch_size, limit)
         images = limit or len(dataset["train_labels"])
     else:

@@ -12,7 +12,7 @@ import sys
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from mnistcnn import engine, models
+from mnistcnn import engine, models, optim
 
 STEPS = 20
 
@@ -22,7 +22,7 @@ def main() -> None:
     batch_size = int(sys.argv[2]) if len(sys.argv) > 2 else 64
     torch.manual_seed(0)
     model = models.build_named(name)
-    optimizer = engine.make_optimizer("adam", model.parameters(), 1e-3)
+    optimizer = optim.make_optimizer("adam", model.parameters(), 1e-3)
     images = torch.randn(batch_size * STEPS, 1, 28, 28)
     labels = torch.randint(0, models.NUM_CLASSES, (batch_size * STEPS,))
     generator = torch.Generator().manual_seed(0)

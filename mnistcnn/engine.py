@@ -21,6 +21,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from mnistcnn.models import NUM_CLASSES
+from mnistcnn.optim import make_optimizer, make_scheduler
 
 if TYPE_CHECKING:
     from mnistcnn.schema import TrainParams
@@ -62,41 +63,6 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-# Keyed by the names mnistcnn.schema allows (train.optimizer, train.schedule); tests/test_params.py
-# checks that the two agree. Adam and AdamW fused: one kernel of torch's own per step. The unfused
-# ones take the square root through MKL's vector maths, whose code (and last bits) differ between
-# CPUs whatever it is told (mnistcnn.kernels). Fused is faster too: 0.14 against 0.43 ms a step for
-# quick25k on 2 cores.
-OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {  # name -> (params, lr, weight_decay)
-    "adam": lambda params, lr, wd: torch.optim.Adam(params, lr=lr, weight_decay=wd, fused=True),
-    "adamw": lambda params, lr, wd: torch.optim.AdamW(params, lr=lr, weight_decay=wd, fused=True),
-    "sgd": lambda params, lr, wd: torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=wd),
-}
-
-
-def _onecycle(optimizer: torch.optim.Optimizer, total_steps: int, warmup: float):
-    max_lr = optimizer.param_groups[0]["lr"]
-    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr, total_steps=total_steps, pct_start=warmup)
-
-
-# `constant` keeps the optimiser's rate; `onecycle` warms up to it over the first `warmup`
-# fraction of the steps, then anneals to almost zero by the last step.
-SCHEDULES: dict[str, Callable] = {  # name -> (optimizer, total_steps, warmup) -> scheduler or None
-    "constant": lambda optimizer, total_steps, warmup: None,
-    "onecycle": _onecycle,
-}
-
-
-def make_optimizer(name: str, params, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
-    """The optimiser params.yaml names (`train.optimizer`, one of OPTIMIZERS)."""
-    return OPTIMIZERS[name](params, lr, weight_decay)
-
-
-def make_scheduler(name: str, optimizer: torch.optim.Optimizer, total_steps: int, warmup: float):
-    """The learning-rate schedule params.yaml names (`train.schedule`, one of SCHEDULES); None: constant."""
-    return SCHEDULES[name](optimizer, total_steps, warmup)
 
 
 def batches(n: int, batch_size: int, generator: torch.Generator | None) -> Iterator[torch.Tensor]:

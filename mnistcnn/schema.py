@@ -15,13 +15,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from mnistcnn import optim
 from mnistcnn.arch import DECLARED, NAMED, Arch, resolve
 from mnistcnn.kernels import MODES as KERNEL_MODES
 from mnistcnn.space import Space
 
 MODELS = (*NAMED, DECLARED)
-OPTIMIZERS = ("adam", "adamw", "sgd")  # sgd: momentum 0.9, Nesterov
-SCHEDULES = ("constant", "onecycle")
+OPTIMIZERS = tuple(optim.OPTIMIZERS)  # sgd: momentum 0.9, Nesterov
+SCHEDULES = tuple(optim.SCHEDULES)
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRUNERS = ("halving", "median", "none")
 

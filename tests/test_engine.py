@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from mnistcnn import engine, mnist, models
+from mnistcnn import engine, mnist, models, optim
 from tests.conftest import synthetic_split
 
 
@@ -24,7 +24,7 @@ def test_training_learns_the_synthetic_digits():
     torch.manual_seed(0)
     images, labels = tiny_data(600)
     model = models.build_named("cnn9k")
-    optimizer = engine.make_optimizer("adam", model.parameters(), lr=0.01)
+    optimizer = optim.make_optimizer("adam", model.parameters(), lr=0.01)
     before = engine.evaluate(model, images, labels, 100).loss
     for _ in range(2):
         stats = engine.train_epoch(model, optimizer, images, labels, 32, torch.Generator().manual_seed(0))
@@ -37,7 +37,7 @@ def test_same_seed_gives_identical_weights_and_another_seed_does_not():
         torch.manual_seed(seed)
         images, labels = tiny_data(64)
         model = models.build_named("cnn9k")
-        optimizer = engine.make_optimizer("adam", model.parameters(), lr=0.01)
+        optimizer = optim.make_optimizer("adam", model.parameters(), lr=0.01)
         engine.train_epoch(model, optimizer, images, labels, 16, torch.Generator().manual_seed(seed))
         return torch.cat([p.detach().flatten() for p in model.parameters()])
 
@@ -57,8 +57,8 @@ def test_augment_moves_each_image_differently_and_repeats_under_its_seed():
 
 
 def test_onecycle_warms_up_to_the_peak_rate_then_anneals_to_almost_zero():
-    optimizer = engine.make_optimizer("adam", [nn.Parameter(torch.zeros(1))], lr=0.02)
-    scheduler = engine.make_scheduler("onecycle", optimizer, total_steps=100, warmup=0.25)
+    optimizer = optim.make_optimizer("adam", [nn.Parameter(torch.zeros(1))], lr=0.02)
+    scheduler = optim.make_scheduler("onecycle", optimizer, total_steps=100, warmup=0.25)
     rates = []
     for _ in range(100):
         rates.append(optimizer.param_groups[0]["lr"])
@@ -66,7 +66,7 @@ def test_onecycle_warms_up_to_the_peak_rate_then_anneals_to_almost_zero():
         scheduler.step()
     assert rates[0] < 0.002 and max(rates) == pytest.approx(0.02) and rates.index(max(rates)) in (24, 25)
     assert rates[-1] < 1e-5
-    assert engine.make_scheduler("constant", optimizer, 100, 0.25) is None
+    assert optim.make_scheduler("constant", optimizer, 100, 0.25) is None
 
 
 class Constant(nn.Module):
@@ -93,9 +93,9 @@ def test_evaluate_matches_hand_computed_metrics():
     assert per_class[3] == 1.0 and per_class[0] == 0.0 and per_class[2] is None
 
 
-@pytest.mark.parametrize("name", engine.OPTIMIZERS)
+@pytest.mark.parametrize("name", optim.OPTIMIZERS)
 def test_every_optimizer_params_allow_can_be_built(name):
-    assert isinstance(engine.make_optimizer(name, [nn.Parameter(torch.zeros(1))], 0.1), torch.optim.Optimizer)
+    assert isinstance(optim.make_optimizer(name, [nn.Parameter(torch.zeros(1))], 0.1), torch.optim.Optimizer)
 
 
 @pytest.mark.parametrize("cuda, mps, chosen", [

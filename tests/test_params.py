@@ -142,9 +142,9 @@ def test_every_bad_value_is_named_at_once():
 
 def test_the_choices_offered_are_the_registries():
     """A model, optimiser or schedule added to its registry is accepted with no other change."""
-    from mnistcnn import engine, models
-    for key, registry in (("model", (*models.NAMED, "declared")), ("optimizer", engine.OPTIMIZERS),
-                          ("schedule", engine.SCHEDULES)):
+    from mnistcnn import models, optim
+    for key, registry in (("model", (*models.NAMED, "declared")), ("optimizer", optim.OPTIMIZERS),
+                          ("schedule", optim.SCHEDULES)):
         raw = copy.deepcopy(VALID)
         raw["train"][key] = "none-such"
         with pytest.raises(config.ParamsError) as err:
