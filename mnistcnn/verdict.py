@@ -122,7 +122,7 @@ def judge(current: Metrics, baseline: Metrics | None, gate: GateParams, notes=()
 def stale(changes: list[str]) -> Verdict:
     """Metrics that do not match the current params, code or data are refused, not judged."""
     return Verdict(FAIL, "the metrics are stale: the pipeline is not up to date with its params, "
-                   "code or data (`dvc status`). Run `dvc repro`, then the gate again.", notes=tuple(changes))
+                   "code or data (the stages below). Run `make repro`, then the gate again.", notes=tuple(changes))
 
 
 def describe_status(status: dict) -> list[str]:

@@ -24,6 +24,19 @@ import yaml
 from mnistcnn import kernels
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@functools.cache
+def committed_params() -> Path:
+    """params.yaml as committed at HEAD, in a file of its own: the tests' base, whatever an experiment
+    left in the working copy (`dvc exp run -S ...` edits it, and a failed one leaves it edited).
+    Outside a git checkout (an unpacked archive), the working copy is all there is."""
+    shown = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=ROOT, capture_output=True, text=True)
+    folder = Path(tempfile.mkdtemp(prefix="params-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    path = folder / "params.yaml"
+    path.write_text(shown.stdout if shown.returncode == 0 else (ROOT / "params.yaml").read_text())
+    return path
 # Tests train in this process too, with the stages' CPU code paths: pinned before any tensor work.
 kernels.select("portable")
 KERNEL_VARIABLES = (*kernels.PORTABLE, kernels.OURS)  # what select() sets, which a user's shell has not
@@ -69,7 +82,7 @@ def write_mnist(folder: Path, n_train: int = 600, n_test: int = 200) -> dict[str
 
 def params_for(digests: dict[str, str], mirrors: list[str], **train) -> dict:
     """The repository's params.yaml, pointed at synthetic data and shrunk to run in seconds."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = yaml.safe_load(committed_params().read_text())
     params["download"]["mirrors"] = mirrors
     params["download"]["timeout"] = 5
     for key, digest in digests.items():

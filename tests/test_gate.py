@@ -15,7 +15,7 @@ import yaml
 from mnistcnn import baseline, cli
 from mnistcnn.verdict import CannotJudge
 from stages import gate
-from tests.conftest import ROOT, copy_code, git_commit, init_repo, sh, tool_env
+from tests.conftest import ROOT, committed_params, copy_code, git_commit, init_repo, sh, tool_env
 
 FAKE_EVALUATE = """\
 import json, pathlib, yaml
@@ -47,7 +47,7 @@ def template(tmp_path_factory):
     repo = tmp_path_factory.mktemp("gate") / "repo"
     init_repo(repo)
     copy_code(repo)
-    shutil.copy(ROOT / "params.yaml", repo / "params.yaml")
+    shutil.copy(committed_params(), repo / "params.yaml")
     fake = {"fake": {"accuracy": 0.9728, "loss": 0.1164, "params": 24394}}
     (repo / "fake.yaml").write_text(yaml.safe_dump(fake, sort_keys=False))
     (repo / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML, sort_keys=False))
@@ -172,7 +172,7 @@ def test_params_changed_but_not_reproduced_are_refused_as_stale(repo, capsys):
     set_params(repo, "fake", accuracy=0.99)
     code, out = run_gate(capsys)
     assert code == 1
-    assert "the metrics are stale" in out and "Run `dvc repro`" in out
+    assert "the metrics are stale" in out and "Run `make repro`" in out
     assert "- `evaluate`: changed deps fake.yaml" in out
     assert "| test accuracy |" not in out  # stale metrics are not judged at all
 

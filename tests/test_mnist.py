@@ -88,8 +88,8 @@ def test_normalize_standardises_and_adds_the_channel_axis():
 
 def test_file_names_are_the_ones_params_yaml_lists():
     from mnistcnn import config
-    from tests.conftest import ROOT
-    listed = config.load(ROOT / "params.yaml").download.files
+    from tests.conftest import committed_params
+    listed = config.load(committed_params()).download.files
     assert {k: f.name for k, f in listed.items()} == FILE_NAMES
 
 

@@ -4,13 +4,13 @@ import pytest
 import yaml
 
 from mnistcnn import config, schema
-from tests.conftest import ROOT
+from tests.conftest import ROOT, committed_params
 
-VALID = yaml.safe_load((ROOT / "params.yaml").read_text())
+VALID = yaml.safe_load(committed_params().read_text())
 
 
 def test_the_committed_params_file_is_valid():
-    loaded = config.load(ROOT / "params.yaml")
+    loaded = config.load(committed_params())
     assert loaded.train.model in schema.MODELS
     assert {key for key, _ in loaded.download.files.items()} == {'train_images', 'train_labels', 'test_images', 'test_labels'}
     assert loaded.gate == schema.GateParams(min_accuracy=0.95, max_params=25_000, max_accuracy_drop=0.3)

@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from mnistcnn import cli, config
 from stages import download, evaluate, train
-from tests.conftest import ROOT
+from tests.conftest import committed_params
 
-VALID = yaml.safe_load((ROOT / "params.yaml").read_text())
+VALID = yaml.safe_load(committed_params().read_text())
 
 
 def key_paths(mapping, prefix=()) -> list[tuple]:

@@ -13,9 +13,9 @@ import torch
 
 from mnistcnn import config, engine, kernels, mnist, models, reproducible
 from mnistcnn.outputs import save_torch
-from tests.conftest import KERNEL_VARIABLES, ROOT, synthetic_split
+from tests.conftest import KERNEL_VARIABLES, ROOT, committed_params, synthetic_split
 
-TRAIN = config.load(ROOT / "params.yaml").train.model_copy(update=dict(model="cnn9k", batch_size=32, lr=0.01,
+TRAIN = config.load(committed_params()).train.model_copy(update=dict(model="cnn9k", batch_size=32, lr=0.01,
                                                                    epochs=2, device="cpu", threads=1))
 
 

@@ -112,7 +112,7 @@ def test_the_report_has_the_verdict_the_table_and_the_parameter_count():
 
 def test_stale_and_unjudgeable_reports_have_no_table():
     stale = verdict.markdown(verdict.stale(["`train`: changed command"]), "`abc1234`")
-    assert stale.startswith("## Metrics gate: FAIL\n") and "Run `dvc repro`" in stale
+    assert stale.startswith("## Metrics gate: FAIL\n") and "Run `make repro`" in stale
     assert "- `train`: changed command" in stale and "| metric |" not in stale
     unjudged = verdict.markdown(verdict.Verdict(CANNOT_JUDGE, "m.json: missing"), "not resolved")
     assert unjudged.startswith("## Metrics gate: CANNOT JUDGE\n\n**CANNOT JUDGE**: m.json: missing\n")
