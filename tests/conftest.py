@@ -180,6 +180,15 @@ def empty_store() -> Path:
     return folder / "mlflow.db"
 
 
+def server_folder() -> Path:
+    """A folder for a test's team server, outside pytest's temporary root. Run as root, PostgreSQL
+    runs as the user `pgserver`, which must pass through the folder's parents; a second pytest
+    session on the machine resets that root to mode 0700 as it starts, locking it out mid-test."""
+    folder = Path(tempfile.mkdtemp(prefix="mnistcnn-server-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
 def make_repo(tmp: Path, store: bool = True) -> tuple[Path, dict[str, str]]:
     """A committed repository holding this project's code, with params and $MNIST_MIRROR pointing
     at a synthetic mirror, and (`store`) an empty MLflow store under mlruns/; returns it and the

@@ -15,15 +15,15 @@ import requests
 
 from mnistcnn import access, server, ui
 from tests.browser import Browser
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, server_folder
 
 MODEL, ALIAS = "mnist-compact-cnn", "champion"
 
 
 @pytest.fixture(scope="module")
-def team(tmp_path_factory):
+def team():
     """The team server on free ports, with one teammate; yields it and the teammate's login."""
-    folder = tmp_path_factory.mktemp("server")
+    folder = server_folder()
     started = server.start(folder, "127.0.0.1", free_port(), study_port=free_port(), model_name=MODEL)
     try:
         yield started, add_user(started, "alice")

