@@ -1,8 +1,13 @@
 """CI cannot run here: check that the workflow and .ci/run parse and call the same make targets."""
 
 import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
 
 import yaml
+from packaging.specifiers import SpecifierSet
 
 from tests.conftest import ROOT
 
@@ -24,16 +29,84 @@ def test_the_pull_request_workflow_runs_the_same_targets_and_posts_the_report():
     workflow = yaml.safe_load((ROOT / ".github/workflows/gate.yml").read_text())
     assert "pull_request" in workflow[True]  # YAML 1.1 reads the key `on` as True
     assert workflow["permissions"]["pull-requests"] == "write"
-    steps = workflow["jobs"]["gate"]["steps"]
+    tests, job = workflow["jobs"]["tests"], workflow["jobs"]["gate"]
+    assert make_targets([step.get("run", "") for step in tests["steps"]]) == ["make test"]
+    assert job["needs"] == "tests"
+    steps = job["steps"]
     checkout = next(step for step in steps if step.get("uses", "").startswith("actions/checkout@"))
     assert checkout["with"]["fetch-depth"] == 0
-    assert make_targets([step.get("run", "") for step in steps]) == ["make test", "make test-cpus", *TARGETS[1:]]
+    assert make_targets([step.get("run", "") for step in steps]) == ["make test-cpus", *TARGETS[1:]]
     names = [step.get("id") or step.get("name") for step in steps]
     gate, post, fail = steps[names.index("gate")], steps[names.index("Post the report")], steps[-1]
     assert gate["continue-on-error"] is True and "--report" in gate["run"]
     assert "always()" in post["if"] and "gh pr comment" in post["run"]
     assert fail["if"] == "steps.gate.outcome != 'success'" and "exit 1" in fail["run"]
     assert names.index("gate") < names.index("Post the report") < len(steps) - 1
+
+
+def admitted_pythons() -> list[str]:
+    """The minor versions pyproject.toml's requires-python admits, of 3.8 to 3.19."""
+    spec = SpecifierSet(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"])
+    return [f"3.{minor}" for minor in range(8, 20) if f"3.{minor}.0" in spec]
+
+
+def test_the_tests_run_on_every_python_the_project_admits():
+    workflow = yaml.safe_load((ROOT / ".github/workflows/gate.yml").read_text())
+    assert admitted_pythons() == ["3.11", "3.12", "3.13"]
+    assert workflow["jobs"]["tests"]["strategy"]["matrix"]["python-version"] == admitted_pythons()
+
+
+def actionlint(*paths: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(Path(sys.executable).parent / "actionlint"), "-color=false", *map(str, paths)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_actionlint_finds_nothing_wrong_in_the_workflows():
+    result = actionlint(*sorted((ROOT / ".github/workflows").glob("*.yml")))
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+def test_actionlint_catches_a_typo_in_an_expression(tmp_path):
+    """The check can fail: a workflow with a misspelt context and a bad runner label is refused."""
+    broken = tmp_path / "broken.yml"
+    workflow = (ROOT / ".github/workflows/gate.yml").read_text()
+    broken.write_text(workflow.replace("github.event.pull_request.number", "github.evnet.pull_request.number"))
+    result = actionlint(broken)
+    assert result.returncode == 1 and "evnet" in result.stdout
+
+
+def workflow_texts() -> dict[str, str]:
+    """Each workflow file's text, by name."""
+    return {path.name: path.read_text() for path in sorted((ROOT / ".github/workflows").glob("*.yml"))}
+
+
+def run_commands(text: str) -> list[str]:
+    """The shell lines of a workflow's steps (comments dropped)."""
+    jobs = yaml.safe_load(text)["jobs"].values()
+    return [line.split(" #")[0] for job in jobs for step in job["steps"]
+            for line in step.get("run", "").splitlines() if not line.lstrip().startswith("#")]
+
+
+def makefile_targets() -> set[str]:
+    return set(re.findall(r"^([\w.-]+):", (ROOT / "Makefile").read_text(), flags=re.M))
+
+
+def test_every_make_target_and_make_variable_the_workflows_name_exists():
+    makefile = (ROOT / "Makefile").read_text()
+    for name, text in workflow_texts().items():
+        for command in (c for line in run_commands(text) for c in re.findall(r"\bmake ([^&|;]+)", line)):
+            words = command.split()
+            targets = [w for w in words if "=" not in w and not w.startswith(("-", '"', "$"))]
+            assert set(targets) <= makefile_targets(), f"{name}: make {command}"
+            for variable in (w.split("=")[0] for w in words if "=" in w):
+                assert f"$({variable})" in makefile, f"{name}: make {command}: no variable {variable}"
+
+
+def test_every_repository_variable_and_secret_the_workflows_read_is_documented():
+    docs = "\n".join(path.read_text() for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
+    for name, text in workflow_texts().items():
+        for kind, key in re.findall(r"\b(vars|secrets)\.(\w+)", text):
+            assert key in docs, f"{name} reads {kind}.{key}, which no page of the docs names"
 
 
 def test_pull_requests_restore_from_the_team_remote_only_when_one_is_configured():
