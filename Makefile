@@ -90,12 +90,11 @@ bench-search: install  # what pruning saves a search, and trials per minute for 
 bench-kernels: install  # what the portable CPU code paths cost against native ones (after make repro): ~6 minutes
 	python -m benchmarks.kernels
 
-# Experiments side by side: validation accuracy first (choose on it), the test's beside it, then the
-# train params; none of the paths or mirrors.
+# Experiments side by side, in a table that fits the terminal: validation accuracy (choose on it),
+# the test's and the parameter count, best validation first, then the train params that differ.
+# COMPARE_ARGS go to `dvc exp show` (-A: every commit's); `dvc exp show` itself shows everything.
 compare: install
-	dvc exp show --drop '.*' \
-	  --keep 'Experiment$$|Created$$|State$$|val_accuracy$$|metrics/test.json:(accuracy|params)$$|train\.' \
-	  $(COMPARE_ARGS)
+	python -m stages.compare $(COMPARE_ARGS)
 
 # The parameter count and multiply-adds of params.yaml's model, against gate.max_params, without
 # training (exit 1 when over): make budget BUDGET_ARGS="-S train.model=declared -S 'train.arch.blocks=[...]'"

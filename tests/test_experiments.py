@@ -107,7 +107,14 @@ def test_a_declared_architecture_runs_as_an_experiment_and_compares_on_validatio
     assert run["params"]["param_count"] == str(54 + 648 + 1296 + 1728 + 2 * (6 + 12 + 12 + 16) + 170)
     assert run["name"].startswith("declared-") and run["tags"]["model"] == "declared"
 
-    compare = sh("make", "-s", "-n", "compare", "COMPARE_ARGS=--csv", cwd=ROOT, env=env)  # the command it runs
+    compare = sh("make", "-s", "-n", "compare", "COMPARE_ARGS=--width 80", cwd=ROOT, env=env)  # what it runs
     table = sh("bash", "-c", compare, cwd=repo, env=env).splitlines()
-    assert table[0].split(",")[3:6] == ["val_accuracy", "metrics/test.json:accuracy", "metrics/test.json:params"]
-    assert any(line.split(",")[5] == run["params"]["param_count"] for line in table[1:])
+    assert table[0].split()[:4] == ["experiment", "validation", "test", "params"]
+    assert all(len(line) <= 80 for line in table), table  # it fits the terminal it is told of
+    declared = next(line.split() for line in table if line.startswith("declared-1 "))
+    assert declared[3] == run["params"]["param_count"]
+    assert abs(float(declared[1]) - run["metrics"]["val/accuracy"]) < 5e-5  # printed to 4 places
+    validations = [float(line.split()[1]) for line in table[1:] if line.split()[1] != "-"]
+    assert validations == sorted(validations, reverse=True) and len(validations) >= 3  # best validation first
+    wide = sh("bash", "-c", compare.replace("--width 80", "--width 1000"), cwd=repo, env=env).splitlines()
+    assert "model=declared" in next(line for line in wide if line.startswith("declared-1 "))  # what tells it apart
