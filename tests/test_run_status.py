@@ -148,6 +148,15 @@ def test_an_experiment_another_client_made_meanwhile_is_taken_not_an_error(tmp_p
     assert tracking.open_experiment("shared") == theirs[0]
 
 
+def test_the_first_run_on_a_new_store_prints_nothing_of_mlflows_own(tmp_path):
+    """MLflow announces at INFO that it creates a new store's tables: news to no one on a first run."""
+    start = "from mnistcnn import tracking\nwith tracking.run('quiet', stage='test'):\n    pass\n"
+    result = subprocess.run([sys.executable, "-c", start], env=env_for(tmp_path), cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and (tmp_path / "mlruns/mlflow.db").exists()
+    assert (result.stdout, result.stderr) == ("", "")
+
+
 def holds_open(pid: int, path: Path) -> bool:
     """Whether process `pid` has `path` open."""
     try:
