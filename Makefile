@@ -19,15 +19,25 @@ COMPARE_ARGS ?=
 # DVC runs each stage's `python -m stages.X` through the shell: put the venv first.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro check-repro test test-cpus qemu gate promote serve exp compare budget search bench bench-e2e bench-search bench-serve bench-kernels ui browser server server-stop push pull lock clean
+.PHONY: install repro check-repro test test-cpus qemu gate promote serve exp compare budget search bench bench-e2e bench-search bench-serve bench-kernels ui browser plots-lib server server-stop push pull lock clean
 
-install: $(STAMP)
+install: $(STAMP) plots-lib
 
 $(STAMP): requirements.txt requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -r requirements.txt -c requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation --editable .
 	touch $@
+
+# The page `dvc plots show` and `dvc plots diff` draw on (.dvc/config's plots.html_template): vega,
+# vega-lite and vega-embed inlined, so that it draws with no network. They are fetched once from the
+# npm registry, at the versions plots/offline.py pins, and checked by their sha512. In .dvc/, beside
+# the config that names it: a copy of the folder (the tests' repositories) draws the same.
+PLOTS_PAGE := .dvc/plots_template.html
+plots-lib: $(PLOTS_PAGE)
+
+$(PLOTS_PAGE): plots/offline.py plots/template.html
+	$(PYTHON) -m plots.offline $@
 
 repro: install
 	dvc repro
@@ -139,4 +149,4 @@ lock: install
 	  $(BIN)/python -m pip freeze --exclude-editable; } > requirements.lock
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(PLOTS_PAGE)

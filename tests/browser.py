@@ -10,6 +10,7 @@ import os
 import select
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from mnistcnn import ui
@@ -17,9 +18,10 @@ from mnistcnn import ui
 
 class Browser:
     """One headless Chromium with one page; `login` is what it answers a request for credentials
-    (None: it cancels, as a user closing the dialog)."""
+    (None: it cancels, as a user closing the dialog). `launcher` runs it, for example
+    ("unshare", "--net"): in a network namespace of its own, with no network at all."""
 
-    def __init__(self, profile: Path, login: tuple[str, str] | None):
+    def __init__(self, profile: Path, login: tuple[str, str] | None, launcher: Sequence[str] = ()):
         to_child, self._out = os.pipe()
         self._in, from_child = os.pipe()
 
@@ -27,9 +29,10 @@ class Browser:
             os.dup2(to_child, 3)
             os.dup2(from_child, 4)
 
-        self.process = subprocess.Popen([ui.CHROMIUM, *ui.HEADLESS, f"--user-data-dir={profile}",
-                                         "--remote-debugging-pipe", "about:blank"], preexec_fn=descriptors,
-                                        close_fds=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        command = [*launcher, ui.CHROMIUM, *ui.HEADLESS, f"--user-data-dir={profile}", "--remote-debugging-pipe",
+                   "about:blank"]
+        self.process = subprocess.Popen(command, preexec_fn=descriptors, close_fds=False,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         os.close(to_child)
         os.close(from_child)
         self.login, self.auth_requests, self._next, self._buffer = login, 0, 0, b""
@@ -93,6 +96,14 @@ class Browser:
                 break
             self._read(0.5)
         return text
+
+    def evaluate(self, expression: str, await_promise: bool = False):
+        """The value of a JavaScript expression in the page (of the promise it gives: `await_promise`)."""
+        result = self.call("Runtime.evaluate", session=True, expression=expression, returnByValue=True,
+                           awaitPromise=await_promise)
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"{expression[:80]}...: {result['exceptionDetails']}")
+        return result["result"].get("value")
 
     def close(self) -> None:
         self.process.kill()
