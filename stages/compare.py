@@ -4,8 +4,9 @@
 (`metrics/test.json:accuracy`), so a 120-column terminal shows four of them. This
 shows what one chooses on and what tells the rows apart: each row's validation
 accuracy (choose on it), test accuracy and parameter count, best validation first,
-then only the train params whose values differ between the rows. A row whose
-metrics could not be read (a failed or unfinished experiment) shows `-` and says so.
+then only the train params whose values differ between the rows. A row without
+metrics shows `-` and says why: a failed experiment, an unfinished one, or a commit
+whose metrics/train.json (a DVC output) this clone's cache lacks until `make pull`.
 `dvc exp show` (in the activated .venv) still shows everything.
 """
 
@@ -31,8 +32,7 @@ def _row(entry: dict) -> dict[str, Any]:
     metrics = data.get("metrics") or {}
     values = {label: (metrics.get(path) or {}).get("data", {}).get(key) for label, path, key in METRICS}
     train = (((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}).get("train") or {}
-    failed = bool(entry.get("error")) or values["validation"] is None
-    return {"name": name, **values, "train": flatten(train), "failed": failed}
+    return {"name": name, **values, "train": flatten(train), "failed": bool(entry.get("error"))}
 
 
 def rows(shown: list[dict]) -> list[dict[str, Any]]:
@@ -72,8 +72,11 @@ def table(found: list[dict[str, Any]], width: int) -> str:
         if row is None:
             rest = "differs: " + (", ".join(differ) if differ else "nothing")
         else:
-            rest = "failed or unfinished: no metrics" if row["failed"] else " ".join(
-                f"{k}={_cell(row['train'].get(k))}" for k in differ)
+            rest = " ".join(f"{k}={_cell(row['train'].get(k))}" for k in differ)
+            if row["failed"]:
+                rest = "failed: no metrics"
+            elif row["validation"] is None:  # metrics/train.json is a DVC output: a clone has it once pulled
+                rest = "no validation metrics here: unfinished, or not in this DVC cache (make pull)"
         full = f"{fixed}  {rest}"
         lines.append(full if len(full) <= width else full[: width - 1] + "…")
     return "\n".join(line.rstrip() for line in lines)

@@ -27,7 +27,15 @@ def test_rows_are_best_validation_first_with_only_the_params_that_differ():
     assert lines[0].endswith("differs: lr, model, seed")  # augment.* is the same in every row
     assert [line.split()[0] for line in lines[1:]] == ["seed-1", "workspace", "main", "tiny", "broken"]
     assert lines[1].split()[1:] == ["0.9871", "0.9902", "22350", "lr=0.02", "model=quick25k", "seed=1"]
-    assert lines[-1].split()[1:4] == ["-", "-", "-"] and "failed or unfinished" in lines[-1]
+    assert lines[-1].split()[1:4] == ["-", "-", "-"] and lines[-1].endswith("failed: no metrics")
+
+
+def test_a_commit_whose_validation_metrics_are_not_in_the_cache_says_to_pull():
+    """metrics/test.json is in git, metrics/train.json in the DVC cache: a fresh clone has only the first."""
+    commit = shown("main", 0.9854, 0.9919, 22350, {"model": "quick25k"})
+    del commit["data"]["metrics"]["metrics/train.json"]
+    line = compare.table(compare.rows([commit]), width=200).splitlines()[1]
+    assert line.split()[1:4] == ["-", "0.9919", "22350"] and "not in this DVC cache (make pull)" in line
 
 
 def test_every_line_fits_the_width_and_a_cut_line_says_so():
