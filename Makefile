@@ -88,7 +88,7 @@ bench-serve: install
 exp: install  # one experiment from a recipe: make exp RECIPE=tiny10k EXP_ARGS="-S train.seed=1"
 	flags="$$(python -m stages.recipe $(RECIPE))" && dvc exp run $$flags $(EXP_ARGS)
 
-bench: install  # the side-by-side benchmark, then experiments end to end: about 30 minutes on 2 cores
+bench: install  # the side-by-side benchmark, then experiments end to end: about 20 minutes on 2 cores
 	python -m benchmarks.bench
 
 bench-e2e: install  # only the end-to-end part: experiments broken down, against the plain script
