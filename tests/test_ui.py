@@ -1,5 +1,6 @@
-"""The address `mnistcnn.ui` gives opens MLflow's runs table: a real server over a SQLite
-store, rendered by a real headless Chromium (`make browser` installs it)."""
+"""The address `make ui` prints opens MLflow's runs table in model-training mode: `mnistcnn.ui`
+starting a real server over a SQLite store, the page rendered by a real headless Chromium
+(`make browser` installs it)."""
 
 from __future__ import annotations
 
@@ -17,10 +18,13 @@ import mlflow
 import pytest
 
 from mnistcnn import health, tracking, ui
-from tests.conftest import free_port
+from tests.conftest import ROOT, free_port
 
 EXPERIMENT = "mnist-compact-cnn"
 RUNS = {"quick25k-e1-s0": (0.9854, 0.9871), "cnn24k-e1-s1": (0.9811, 0.9923)}  # run name: validation, test accuracy
+# The sidebar in GenAI mode, not in model-training mode; and the other way round.
+GENAI_ONLY = ["Sessions", "Judges", "Playground", "Prompts", "Agent versions", "AI Gateway"]
+TRAINING_ONLY = ["Model registry"]
 
 
 def build_store(uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -48,25 +52,37 @@ def wait_until_healthy(url: str, server: subprocess.Popen, log: Path, timeout: f
     pytest.fail(f"MLflow server at {url} never answered /health:\n{log.read_text()[-3000:]}")
 
 
-@pytest.fixture
-def server(tmp_path, monkeypatch) -> str:
-    """A real MLflow UI server over a fresh SQLite store; yields its URL, stops it after."""
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> tuple[str, Path]:
+    """`python -m mnistcnn.ui` as `make ui` runs it (with one worker), over a fresh SQLite store;
+    yields its URL and the file its output went to, and stops it after."""
     if not os.access(ui.CHROMIUM, os.X_OK):  # before the slow part: nothing to render with
         pytest.fail(f"{ui.CHROMIUM} is missing: run `make browser` to install Debian's chromium")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    build_store(uri, monkeypatch)
-    url, log = f"http://127.0.0.1:{free_port()}", tmp_path / "server.log"
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
-               "--artifacts-destination", str(tmp_path / "artifacts"),
-               "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1], "--workers", "1"]
-    with open(log, "w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                   env={**os.environ, **ui.SERVER_ENV})
+    folder = tmp_path_factory.mktemp("ui")
+    uri, port, log = f"sqlite:///{folder / 'mlflow.db'}", free_port(), folder / "ui.log"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        build_store(uri, monkeypatch)
+    command = [sys.executable, "-m", "mnistcnn.ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
+               "--port", str(port), "--experiment", EXPERIMENT, "--workers", "1"]
+    with open(log, "w") as out:  # this checkout's code, whatever is installed
+        process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_until_healthy(url, process, log)
-        yield url
+        wait_until_healthy(f"http://127.0.0.1:{port}", process, log)
+        yield f"http://127.0.0.1:{port}", log
     finally:
         stop(process)
+
+
+def printed_address(log: Path) -> str:
+    """The address of the runs table that `mnistcnn.ui` printed first."""
+    first = log.read_text().splitlines()[0]
+    assert first.startswith(f"MLflow UI: runs of {EXPERIMENT} at http://"), first
+    return first.rsplit(" at ", 1)[1]
+
+
+def page_text(page: str) -> str:
+    """What a rendered page shows, in one line: its text without markup, scripts or styles."""
+    return " ".join(html.unescape(re.sub(r"<(script|style).*?</\1>|<[^>]+>", " ", page, flags=re.S)).split())
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -78,17 +94,31 @@ def stop(process: subprocess.Popen) -> None:
             process.wait(timeout=15)
 
 
-def test_runs_table_url_names_the_runs_route():
-    assert ui.runs_table_url("http://127.0.0.1:5000/", "3") == "http://127.0.0.1:5000/#/experiments/3/runs"
-    assert ui.runs_table_url("http://h:1", "3", view="a b").endswith("/#/experiments/3/runs?viewStateShareKey=a%20b")
+def test_runs_table_url_names_the_runs_route_in_model_training_mode():
+    assert (ui.runs_table_url("http://127.0.0.1:5000/", "3")
+            == "http://127.0.0.1:5000/#/experiments/3/runs?workflowType=machine_learning")
+    assert ui.runs_table_url("http://h:1", "3", view="a b").endswith(
+        "/#/experiments/3/runs?viewStateShareKey=a%20b&workflowType=machine_learning")
+    assert ui.experiments_url("http://h:1/") == "http://h:1/#/experiments?workflowType=machine_learning"
 
 
-def test_the_runs_table_lists_every_run_with_its_accuracy(server, tmp_path):
-    experiment_id = ui.experiment_id(server, EXPERIMENT)
-    assert experiment_id is not None, f"the server lists no experiment {EXPERIMENT}"
-    page = ui.render(ui.runs_table_url(server, experiment_id, view=tracking.VIEW), tmp_path / "chromium", "--dump-dom")
-    missing = [text for name, accuracies in RUNS.items() for text in (name, *map(str, accuracies)) if text not in page]
-    text = " ".join(html.unescape(re.sub(r"<(script|style).*?</\1>|<[^>]+>", " ", page, flags=re.S)).split())
+def test_make_ui_prints_its_address_and_nothing_a_user_cannot_act_on(server):
+    url, log = server  # started, and asked for /health until it answered: each a request
+    experiment_id = ui.experiment_id(url, EXPERIMENT)
+    address = f"MLflow UI: runs of {EXPERIMENT} at {ui.runs_table_url(url, experiment_id, tracking.VIEW)}"
+    lines = log.read_text().splitlines()
+    # besides the address, only MLflow's note that the server takes local connections only
+    assert [line for line in lines if not line.startswith("[MLflow] Security middleware")] == [address], lines
+
+
+def test_the_printed_address_opens_the_runs_table_in_model_training_mode(server, tmp_path):
+    url, log = server
+    page = ui.render(printed_address(log), tmp_path / "chromium", "--dump-dom")
+    text = page_text(page)
+    missing = [item for name, accuracies in RUNS.items() for item in (name, *map(str, accuracies)) if item not in page]
     assert not missing, f"the runs table lacks {missing}; the page read: {text[:3000]}"
     # best validation accuracy first: quick25k's run, though cnn24k's is newer and the better on test
     assert text.index("val/accuracy") < text.index("quick25k-e1-s0") < text.index("cnn24k-e1-s1"), text[:3000]
+    sidebar = text[:text.index("Settings")]  # the sidebar, above the page: it ends with Docs, Settings
+    genai = [item for item in GENAI_ONLY if item in sidebar]
+    assert not genai and all(item in sidebar for item in TRAINING_ONLY), f"a GenAI sidebar ({genai}): {sidebar}"
