@@ -21,6 +21,7 @@ from tests.conftest import git_commit, make_repo, sh
 from tests.test_serving import using
 
 NAME, ALIAS = "mnist-compact-cnn", "champion"
+EXPERIMENT = "mnist-compact-cnn"  # params.yaml's tracking.experiment
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +37,16 @@ def promote(repo, env) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "stages.promote"], cwd=repo, env=env, capture_output=True, text=True)
 
 
+def store(repo, env) -> mlflow.MlflowClient:
+    """A client of the store the stages used: the repository's own, unless `env` names another."""
+    uri = env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo / 'mlruns/mlflow.db'}"
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
 def registry(repo, env) -> dict:
     """The registered model's versions (number: tags) and where the alias points, as the store
-    the stages used (the repository's own, unless `env` names another) holds them now."""
-    uri = env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo / 'mlruns/mlflow.db'}"
-    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    the stages used holds them now."""
+    client = store(repo, env)
     versions = client.search_model_versions(f"name = '{NAME}'")
     try:
         alias = str(client.get_model_version_by_alias(NAME, ALIAS).version)
@@ -50,10 +56,26 @@ def registry(repo, env) -> dict:
     return {"versions": found, "alias": alias}
 
 
+def trained(repo, env) -> mlflow.entities.RunInfo:
+    """The run that trained the repository's model, as the store holds it now."""
+    client = store(repo, env)
+    weights = json.loads((repo / "models/model.json").read_text())["weights_sha256"]
+    [run] = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id],
+                               f"tags.`weights.sha256` = '{weights}'")
+    return run.info
+
+
 def test_promote_registers_the_commits_model_once_and_moves_the_alias(repo):
     repo, env = repo
+    before = trained(repo, env)
     first = promote(repo, env)
     assert first.returncode == 0, first.stderr
+    after = trained(repo, env)  # the served model is logged into the training run: its times stay as trained
+    assert (after.status, after.start_time, after.end_time) == ("FINISHED", before.start_time, before.end_time)
+    client = store(repo, env)
+    version = client.get_model_version(NAME, "1")  # made from models:/<the logged model's id>
+    served = client.get_logged_model(version.model_id or version.source.removeprefix("models:/"))
+    assert (served.source_run_id, served.experiment_id) == (after.run_id, after.experiment_id)
     found = registry(repo, env)
     assert list(found["versions"]) == ["1"] and found["alias"] == "1"
     tags = found["versions"]["1"]

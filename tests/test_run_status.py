@@ -109,6 +109,26 @@ def test_a_run_ends_with_the_status_of_how_its_block_ended(tmp_path, monkeypatch
     assert [run["status"] for run in stored_runs(tmp_path)] == [status]
 
 
+def test_a_resumed_run_keeps_the_start_and_end_of_its_training(tmp_path, monkeypatch):
+    """Evaluate and promote log into the run that trained the model, seconds or hours later."""
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with tracking.run("resumed", stage="train") as run_id:
+        pass
+    trained = tracking.mlflow.get_run(run_id).info
+    time.sleep(1.1)  # MLflow's times are in milliseconds
+    with tracking.run("resumed", stage="evaluate", run_id=run_id):
+        tracking.log_metrics({"test/accuracy": 0.99})
+    resumed = tracking.mlflow.get_run(run_id)
+    assert (resumed.info.start_time, resumed.info.end_time, resumed.info.status) == (
+        trained.start_time, trained.end_time, "FINISHED")
+    assert resumed.data.metrics["test/accuracy"] == 0.99 and resumed.data.tags["stage.evaluate"] == "ran"
+    with pytest.raises(ZeroDivisionError), tracking.run("resumed", stage="evaluate", run_id=run_id):
+        1 / 0
+    failed = tracking.mlflow.get_run(run_id).info
+    assert (failed.end_time, failed.status) == (trained.end_time, "FAILED")
+
+
 def test_identity_tags_name_the_commit_and_whether_tracked_files_differ(tmp_path):
     repo = tmp_path / "repo"
     repo.mkdir()

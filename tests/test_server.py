@@ -190,9 +190,14 @@ def test_promote_registers_the_model_on_the_server_once(tracking_server, repo):
     repo, env = repo
     commit_results(repo)
     env = {**env, **access.credentials(tracking_server.folder, access.PROMOTER)}  # as `make promote` does
+    trained = trained_run(tracking_server.url, repo)["id"]
+    before = rest(tracking_server.url, "runs/get", run_id=trained)["run"]["info"]
     for attempt in range(2):
         result = subprocess.run([sys.executable, "-m", "stages.promote"], cwd=repo, env=env, capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
+    after = rest(tracking_server.url, "runs/get", run_id=trained)["run"]["info"]  # the model went into it
+    assert [after[key] for key in ("status", "start_time", "end_time")] == [
+        before[key] for key in ("status", "start_time", "end_time")]
     model = rest(tracking_server.url, "registered-models/get", name=EXPERIMENT)["registered_model"]
     assert [v["version"] for v in model["latest_versions"]] == ["1"]  # the second promote made none
     assert model["aliases"] == [{"alias": "champion", "version": "1"}]
