@@ -21,6 +21,7 @@ import mlflow  # noqa: E402
 import optuna  # noqa: E402
 from matplotlib import pyplot  # noqa: E402
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
@@ -59,8 +60,20 @@ def parent_run(experiment: str, study: str, storage: str) -> str:
     client.set_terminated(made, "FINISHED")
     found = oldest()
     if found != made:  # another worker made one first: keep theirs
-        client.delete_run(made)
+        discard(client, made)
     return found
+
+
+def discard(client: mlflow.MlflowClient, run_id: str) -> None:
+    """Delete a parent run that lost the race to another worker's. A teammate may not delete runs in
+    an experiment another teammate made (EDIT allows no deleting: 403): there the run is taken out
+    of the study instead, tagged as a duplicate, so no worker takes it for the parent."""
+    try:
+        client.delete_run(run_id)
+    except MlflowException as error:
+        if error.get_http_status_code() != 403:
+            raise
+        client.set_tag(run_id, ROLE_TAG, "duplicate")
 
 
 def outcome(trial: optuna.trial.FrozenTrial) -> str:

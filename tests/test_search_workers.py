@@ -14,8 +14,9 @@ import optuna
 import psycopg2
 import pytest
 import yaml
+from mlflow.exceptions import MlflowException
 
-from mnistcnn import access, postgres, server, studies
+from mnistcnn import access, postgres, server, studies, study_runs
 from tests.conftest import free_port, git_commit, make_repo, server_folder, sh
 from tests.test_search import with_search
 
@@ -106,6 +107,28 @@ def test_two_workers_in_two_clones_share_one_study_and_one_parent_run(team, clon
     children = client.search_runs([experiment.experiment_id],
                                   f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'")
     assert sorted(int(r.data.tags["trial.number"]) for r in children) == list(range(6))
+
+
+def test_a_duplicate_parent_run_a_teammate_may_not_delete_is_taken_out_of_the_study(team, clones):
+    """Two workers that each made a parent run keep the older; the other is deleted, or, where the
+    teammate may not delete runs (EDIT on another's experiment), tagged out of the study."""
+    (_, second_env) = clones[1]
+    admin = mlflow.MlflowClient(team.url)  # this module's process is the admin
+    experiment_id = admin.create_experiment("made-by-another")
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+            patch.setenv(name, second_env[name])
+        teammate = mlflow.MlflowClient(team.url)
+        made = teammate.create_run(experiment_id, tags={study_runs.STUDY_TAG: "raced",
+                                                        study_runs.ROLE_TAG: "study"}).info.run_id
+        with pytest.raises(MlflowException, match="403"):  # what the worker hit
+            teammate.delete_run(made)
+        study_runs.discard(teammate, made)
+    run = admin.get_run(made)
+    assert run.data.tags[study_runs.ROLE_TAG] == "duplicate" and run.info.lifecycle_stage == "active"
+    own = admin.create_run(experiment_id).info.run_id
+    study_runs.discard(admin, own)  # who may delete, deletes
+    assert admin.get_run(own).info.lifecycle_stage == "deleted"
 
 
 def test_a_worker_killed_mid_trial_has_its_trial_failed_and_run_again_by_the_other(team, clones):
