@@ -7,6 +7,8 @@ from torch import nn
 from mnistcnn import engine, mnist, models, optim
 from tests.conftest import synthetic_split
 
+pytestmark = pytest.mark.unit  # the fast tier: make test-fast
+
 
 def tiny_data(n=200, seed=1):
     images, labels = synthetic_split(n, seed)
@@ -119,7 +121,7 @@ def test_training_and_evaluation_keep_away_from_mkls_vector_maths(tmp_path):
 
     with open(tmp_path / "trace.jsonl", "w") as trace:
         for name in CASES:
-            run_case(name, threads=1, evaluate_batch=64, trace=trace)
+            run_case(name, threads=1, trace=trace)
     lines = [json.loads(line) for line in (tmp_path / "trace.jsonl").read_text().splitlines()]
     ops = {line[0].split(".")[1] for line in lines if line[0] != "case"}
     assert "convolution" in ops and "_fused_adam_" in ops and "grid_sampler_2d" in ops  # the trace saw them
