@@ -19,7 +19,7 @@ COMPARE_ARGS ?=
 # DVC runs each stage's `python -m stages.X` through the shell: put the venv first.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro check-repro test test-cpus qemu gate promote serve exp compare budget search bench bench-e2e bench-search bench-serve bench-kernels ui browser plots-lib server server-stop push pull lock clean
+.PHONY: install repro check-repro test test-fast test-cpus qemu gate promote serve exp compare budget search bench bench-e2e bench-search bench-serve bench-kernels ui browser plots-lib server server-stop push pull lock clean
 
 install: $(STAMP) plots-lib
 
@@ -47,14 +47,20 @@ check-repro:
 	@git diff --exit-code --stat -- dvc.lock metrics/ || { echo "check-repro: this machine's \`dvc repro\` changed" \
 	  "the committed dvc.lock or metrics/ (above): its CPU or settings give other bits" >&2; exit 1; }
 
-# Test modules run in parallel, one to a worker and a worker to a core (TEST_WORKERS=0: one process).
-# All but tests/cpus, which `make test-cpus` runs.
+# Every test but the emulated CPUs' (tests/cpus: pyproject keeps a plain `pytest` out of it), within
+# 5 minutes on 2 cores. Test modules run in parallel, one to a worker and a worker to a core
+# (TEST_WORKERS=0: one process); the modules that need a team server share one (tests/conftest.py).
 TEST_WORKERS ?= auto
 test: install browser
-	pytest -n $(TEST_WORKERS) --dist loadscope --ignore=tests/cpus
+	pytest -n $(TEST_WORKERS) --dist loadscope
+
+# The unit tier, within a minute: pure functions, the schema, the architectures, the verdict, compare,
+# the docs and CI checks (the tests marked `unit`); no server, no pipeline, no browser.
+test-fast: install
+	pytest -m unit
 
 # The same weights on other CPUs: the recipes' kernels natively and under qemu's emulated Intel and
-# AMD CPUs (tests/cpus/test_same_bits.py), about 8 minutes on 2 cores; .ci/run runs it.
+# AMD CPUs (tests/cpus/test_same_bits.py), about 5 minutes on 2 cores; .ci/run runs it.
 test-cpus: install qemu
 	pytest tests/cpus
 

@@ -4,7 +4,11 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.conftest import ROOT
+
+pytestmark = pytest.mark.unit  # the fast tier: make test-fast
 
 OVER = "train.arch.blocks=[{channels:32,pool:max},{channels:64,pool:max},{channels:64,pool:max}]"
 

@@ -6,10 +6,13 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 from packaging.specifiers import SpecifierSet
 
 from tests.conftest import ROOT
+
+pytestmark = pytest.mark.unit  # the fast tier: make test-fast
 
 TARGETS = ["make test", "make repro", "make check-repro", "make gate"]
 

@@ -1,6 +1,10 @@
 """`make compare`: the experiments' table fits the width it is given and shows what tells rows apart."""
 
+import pytest
+
 from stages import compare
+
+pytestmark = pytest.mark.unit  # the fast tier: make test-fast
 
 
 def shown(name, validation, test, params, train, error=None):

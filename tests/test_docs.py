@@ -22,6 +22,8 @@ import pytest
 
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.unit  # the fast tier: make test-fast
+
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 README_MAX_LINES = 260
 SHELLS = ("sh", "bash", "shell")

@@ -16,6 +16,8 @@ from mnistcnn.outputs import DataError
 from stages import download as download_stage
 from tests.conftest import FILE_NAMES, params_for, synthetic_split
 
+pytestmark = pytest.mark.unit  # the fast tier: make test-fast
+
 
 @pytest.fixture
 def serve(tmp_path):

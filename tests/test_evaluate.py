@@ -5,6 +5,8 @@ from mnistcnn import arch, models, weights
 from mnistcnn.outputs import DataError, save_torch, sha256_file
 from stages import evaluate
 
+pytestmark = pytest.mark.unit  # the fast tier: make test-fast
+
 
 def saved(model, path) -> dict:
     """Save `model`'s weights to `path`; returns the card that records them."""

@@ -6,6 +6,8 @@ import pytest
 from mnistcnn import outputs as files
 from mnistcnn.outputs import atomic_outputs
 
+pytestmark = pytest.mark.unit  # the fast tier: make test-fast
+
 
 def names(folder):
     return sorted(path.name for path in folder.iterdir())

@@ -17,6 +17,8 @@ from mnistcnn.verdict import CannotJudge
 from stages import gate
 from tests.conftest import ROOT, committed_params, copy_code, git_commit, init_repo, sh, tool_env
 
+pytestmark = pytest.mark.unit  # the fast tier: make test-fast
+
 FAKE_EVALUATE = """\
 import json, pathlib, yaml
 metrics = yaml.safe_load(open("fake.yaml"))["fake"]

@@ -7,6 +7,8 @@ from mnistcnn import mnist
 from mnistcnn.outputs import DataError, save_torch, sha256_file
 from tests.conftest import FILE_NAMES, idx_bytes, synthetic_split
 
+pytestmark = pytest.mark.unit  # the fast tier: make test-fast
+
 
 def test_idx_images_and_labels_decode_to_the_tensors_that_were_encoded():
     images, labels = synthetic_split(20, seed=0)

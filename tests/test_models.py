@@ -9,6 +9,8 @@ from torch import nn
 
 from mnistcnn import arch, config, models
 
+pytestmark = pytest.mark.unit  # the fast tier: make test-fast
+
 
 def _cbrb(c_in, c_out):
     return [nn.Conv2d(c_in, c_out, 3), nn.BatchNorm2d(c_out), nn.ReLU(), nn.BatchNorm2d(c_out)]

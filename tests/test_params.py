@@ -6,6 +6,8 @@ import yaml
 from mnistcnn import config, schema
 from tests.conftest import ROOT, committed_params
 
+pytestmark = pytest.mark.unit  # the fast tier: make test-fast
+
 VALID = yaml.safe_load(committed_params().read_text())
 
 

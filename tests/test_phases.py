@@ -5,7 +5,11 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from mnistcnn import phases
+
+pytestmark = pytest.mark.unit  # the fast tier: make test-fast
 
 
 def test_breakdown_attributes_each_interval_to_the_phase_it_ends():

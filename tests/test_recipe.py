@@ -7,6 +7,8 @@ import yaml
 from mnistcnn import config, recipes as recipe, schema
 from tests.conftest import ROOT, committed_params
 
+pytestmark = pytest.mark.unit  # the fast tier: make test-fast
+
 
 @pytest.fixture(autouse=True)
 def at_root(monkeypatch):

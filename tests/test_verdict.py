@@ -8,6 +8,8 @@ from mnistcnn import verdict
 from mnistcnn.schema import GateParams
 from mnistcnn.verdict import CANNOT_JUDGE, FAIL, PASS, CannotJudge, Metrics
 
+pytestmark = pytest.mark.unit  # the fast tier: make test-fast
+
 GATE = GateParams(min_accuracy=0.95, max_params=25_000, max_accuracy_drop=0.3)
 BASE = Metrics(accuracy=0.9728, params=24_394, loss=0.1164)
 
