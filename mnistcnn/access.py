@@ -35,6 +35,10 @@ default_permission = READ
 database_uri = {database_uri}
 admin_username = {admin}
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+# a login that passed is not hashed again for 60 s (each worker keeps its own, HMAC-keyed, cache):
+# scrypt costs about 95 ms of CPU a request, and a stage makes hundreds. A password changed
+# or a user deleted through another worker is still let in until then.
+auth_cache_ttl_seconds = 60
 """
 
 

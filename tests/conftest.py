@@ -4,6 +4,7 @@ throwaway git + DVC repositories to run commands in, and a reader of the MLflow 
 from __future__ import annotations
 
 import atexit
+import fcntl
 import functools
 import gzip
 import hashlib
@@ -103,8 +104,10 @@ def mnist_dir(tmp_path) -> tuple[Path, dict[str, str]]:
 # Modules that start servers or run the pipeline many times, slowest first. `make test` runs
 # modules on parallel workers (pytest-xdist, one module to a worker, so a module's fixtures are
 # built once); starting the longest first lets the workers finish together.
-SLOWEST_MODULES = ("test_server", "test_search_workers", "test_search", "test_run_status", "test_promote", "test_pipeline", "test_remote",
-                   "test_experiments", "test_serving", "test_bench", "test_dependencies", "test_gate")
+SLOWEST_MODULES = ("test_search_workers", "test_server", "test_run_status", "test_promote", "test_remote", "test_pipeline",
+                   "test_experiments", "test_search", "test_server_queue", "test_access", "test_postgres",
+                   "test_validation", "test_server_down", "test_serving", "test_dependencies", "test_bench",
+                   "test_reproducible", "test_gate")
 
 
 def pytest_collection_modifyitems(items) -> None:
@@ -187,6 +190,37 @@ def server_folder() -> Path:
     folder = Path(tempfile.mkdtemp(prefix="mnistcnn-server-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     return folder
+
+
+# The team server that the modules needing one share (`team_server`): its folder, chosen by the run's
+# controller before pytest-xdist starts the workers, which inherit the variable.
+SHARED_SERVER = "MNISTCNN_TEST_TEAM_SERVER"
+
+
+def pytest_configure(config) -> None:
+    if not hasattr(config, "workerinput"):  # the controller, or a run without workers
+        os.environ[SHARED_SERVER] = str(server_folder())
+
+
+def pytest_unconfigure(config) -> None:
+    if not hasattr(config, "workerinput") and SHARED_SERVER in os.environ:
+        from mnistcnn import server  # noqa: PLC0415 (only where a server may have run)
+
+        server.stop(Path(os.environ.pop(SHARED_SERVER)))
+
+
+@pytest.fixture(scope="session")
+def team_server():
+    """The team's tracking server (PostgreSQL, and MLflow with its authentication app) on loopback,
+    one for the whole test run: the first test that needs it starts it, on whichever worker; the
+    others find it running; the run's controller stops it at the end. Its modules keep out of each
+    other's way: each has users, experiments, studies and a registered model of its own."""
+    from mnistcnn import server  # noqa: PLC0415
+
+    folder = Path(os.environ[SHARED_SERVER])
+    with open(folder / "start.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one worker starts it; the next waits, then finds it running
+        return server.start(folder, "127.0.0.1", free_port(), study_port=free_port())
 
 
 def make_repo(tmp: Path, store: bool = True) -> tuple[Path, dict[str, str]]:

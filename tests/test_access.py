@@ -15,20 +15,19 @@ import requests
 
 from mnistcnn import access, server, ui
 from tests.browser import Browser
-from tests.conftest import ROOT, free_port, server_folder
+from tests.conftest import ROOT, free_port
 
-MODEL, ALIAS = "mnist-compact-cnn", "champion"
+# A registered model of this module's own on the run's shared team server, set up as the server sets
+# up the one it serves (access.bootstrap): the admin owns it, the promoter alone may manage it.
+MODEL, ALIAS = "attacked-model", "champion"
+TEAMMATE = "dana"
 
 
 @pytest.fixture(scope="module")
-def team():
-    """The team server on free ports, with one teammate; yields it and the teammate's login."""
-    folder = server_folder()
-    started = server.start(folder, "127.0.0.1", free_port(), study_port=free_port(), model_name=MODEL)
-    try:
-        yield started, add_user(started, "alice")
-    finally:
-        server.stop(folder)
+def team(team_server):
+    """The team server, with this module's model and one teammate; yields it and the teammate's login."""
+    access.bootstrap(team_server.url, team_server.folder, MODEL)
+    return team_server, add_user(team_server, TEAMMATE)
 
 
 def add_user(team: server.Server, name: str) -> tuple[str, str]:
@@ -104,9 +103,9 @@ def test_a_wrong_password_is_refused_like_none(team, promoted):
 
 
 def test_a_teammate_logs_runs_and_uploads_but_cannot_register_or_move_the_alias(team, promoted):
-    started, alice = team
-    assert attack(started.url, alice) == [200, 200, 400, 403, 403]
-    assert champion(started.url, alice) == promoted  # a teammate reads the registry
+    started, teammate = team
+    assert attack(started.url, teammate) == [200, 200, 400, 403, 403]
+    assert champion(started.url, teammate) == promoted  # a teammate reads the registry
     bob = add_user(started, "bob")
     experiments = requests.get(f"{started.url}/api/2.0/mlflow/experiments/search", params={"max_results": 10},
                                auth=bob).json()["experiments"]
@@ -117,7 +116,7 @@ def test_a_teammate_logs_runs_and_uploads_but_cannot_register_or_move_the_alias(
 
 def test_add_user_refuses_the_servers_own_users_and_an_existing_name(team):
     started, _ = team
-    for name in (access.ADMIN, access.PROMOTER, "alice"):
+    for name in (access.ADMIN, access.PROMOTER, TEAMMATE):
         added = subprocess.run([sys.executable, "-m", "stages.server", "add-user", name, "--folder",
                                 str(started.folder), "--port", str(started.port)], cwd=ROOT, capture_output=True,
                                text=True)
@@ -132,19 +131,19 @@ def test_binding_beyond_loopback_needs_the_allowed_hosts(tmp_path):
 
 
 def test_the_ui_shows_the_runs_once_logged_in_and_nothing_before(team, tmp_path):
-    started, alice = team
+    started, teammate = team
     url = ui.runs_table_url(started.url, "0")  # the Default experiment: the attacks made runs in it
     runs = requests.post(f"{started.url}/api/2.0/mlflow/runs/search", json={"experiment_ids": ["0"]},
-                         auth=alice).json()["runs"]
+                         auth=teammate).json()["runs"]
     names = [run["info"]["run_name"] for run in runs]
     assert names
-    browser = Browser(tmp_path / "in", alice)
+    browser = Browser(tmp_path / "in", teammate)
     try:
-        text = browser.text_once(url, [*names, alice[0]])
+        text = browser.text_once(url, [*names, teammate[0]])
     finally:
         browser.close()
     assert browser.auth_requests >= 1 and all(name in text for name in names), text[:2000]
-    assert alice[0] in text  # the page names who is logged in
+    assert teammate[0] in text  # the page names who is logged in
     browser = Browser(tmp_path / "out", None)
     try:
         text = browser.text_once(url, names, timeout=15)

@@ -1,16 +1,12 @@
 """DVC experiments: queued and temporary runs log to the repository's own MLflow store, one run each."""
 
 import json
-import subprocess
 import sys
-import time
 
-import psutil
 import pytest
 
 from tests.conftest import ROOT, git_commit, make_repo, sh, stored_runs
-
-QUEUE_TIMEOUT = 300  # seconds; two synthetic experiments take well under a minute
+from tests.helpers import start_queue, stop_workers, wait_for_queue
 
 
 @pytest.fixture(scope="module")
@@ -21,40 +17,6 @@ def repo(tmp_path_factory):
     baseline = git_commit(repo, "baseline run")
     yield repo, env, baseline
     stop_workers(repo, env)
-
-
-def start_queue(repo, env, jobs: int) -> None:
-    """`dvc queue start`, not waiting for the workers: they inherit its output, so a captured
-    output would be waited on until the last worker ends (and one that lingers, forever)."""
-    subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=repo, env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
-
-
-def stop_workers(repo, env) -> None:
-    """Ask the workers to stop, then end any that remain (a worker has been seen to linger, idle,
-    after its last task): no process of this test outlives it."""
-    subprocess.run(["dvc", "queue", "stop"], cwd=repo, env=env, capture_output=True, timeout=120)
-    for process in psutil.process_iter(["cwd", "cmdline"]):
-        cwd, cmdline = process.info["cwd"] or "", " ".join(process.info["cmdline"] or [])
-        if cwd.startswith(str(repo)) and "dvc" in cmdline:
-            process.kill()
-
-
-def wait_for_queue(repo, env, names, runs=None) -> None:
-    """Wait until the named experiments' runs are complete and DVC has collected them.
-
-    The store is read directly (`runs()`, by default the repository's own store): `dvc queue
-    status` costs seconds of CPU on each call, taken from the experiments it watches."""
-    runs = runs or (lambda: stored_runs(repo))
-    deadline = time.monotonic() + QUEUE_TIMEOUT
-    for attempt in range(QUEUE_TIMEOUT * 2):  # a look every half second; `dvc queue status` every 10 s
-        done = {run["tags"].get("dvc.exp_name") for run in runs() if "test/accuracy" in run["metrics"]}
-        status = sh("dvc", "queue", "status", cwd=repo, env=env) if names <= done or attempt % 20 == 19 else ""
-        assert "Failed" not in status, status
-        if names <= done and not any(state in status for state in ("Queued", "Running")):
-            return
-        assert time.monotonic() < deadline, f"queue still busy after {QUEUE_TIMEOUT} s:\n{status}"
-        time.sleep(0.5)
 
 
 def experiments(repo, env) -> dict[str, str]:

@@ -1,5 +1,6 @@
 """End to end: `dvc repro` in a copy of the repository, on synthetic data, as a user runs it."""
 
+import contextlib
 import hashlib
 import json
 import subprocess
@@ -29,6 +30,19 @@ def set_train(repo, **values):
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["train"].update(values)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@contextlib.contextmanager
+def train_changed(repo, env, **values):
+    """params.yaml's train section changed for the block; after it, the committed params.yaml and
+    its outputs again (from DVC's run-cache), so that no later test of the module sees the change."""
+    committed = (repo / "params.yaml").read_text()
+    set_train(repo, **values)
+    try:
+        yield
+    finally:
+        (repo / "params.yaml").write_text(committed)
+        assert "Running stage" not in sh("dvc", "repro", cwd=repo, env=env)
 
 
 def test_repro_runs_every_stage_and_writes_the_declared_metrics(repo):
@@ -129,11 +143,12 @@ def test_second_repro_changes_nothing_and_an_epoch_change_skips_download(repo):
     assert "Running stage" not in again
     assert (repo / "dvc.lock").read_text() == lock and len(runs(repo)) == n_runs
 
-    set_train(repo, epochs=2)
-    changed = sh("dvc", "repro", cwd=repo, env=env)
+    with train_changed(repo, env, epochs=2):
+        changed = sh("dvc", "repro", cwd=repo, env=env)
     assert "Running stage 'train'" in changed and "Running stage 'evaluate'" in changed
     assert "Running stage 'download'" not in changed
     assert [status for _, status, _ in runs(repo)].count("FINISHED") == len(runs(repo))
+    assert (repo / "dvc.lock").read_text() == lock  # back as it was, for the tests after this one
 
 
 def test_forced_rerun_gives_identical_data_model_and_metrics(repo):

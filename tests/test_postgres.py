@@ -1,10 +1,17 @@
-"""The team server's PostgreSQL, started for real from the wheel: new clusters on 18, older ones on 16."""
+"""The team server's lifecycle, for real: its PostgreSQL from the wheel (new clusters on 18, older
+ones on 16), and a restart of the whole server that keeps every run and every user."""
 
+import urllib.request
+
+import mlflow
 import psycopg2
 import pytest
 
-from mnistcnn import postgres, server
+from mnistcnn import access, postgres, server
 from tests.conftest import free_port, server_folder
+from tests.helpers import as_admin, login, server_runs
+
+EXPERIMENT = "mnist-compact-cnn"
 
 
 @pytest.fixture
@@ -47,3 +54,28 @@ def test_a_cluster_that_postgresql_16_made_keeps_its_version_and_its_data(folder
     version, rows = version_and_rows(postgres.start(folder, "127.0.0.1", port)[2])
     assert version.startswith("16.") and rows == [(7,)]
     assert (pgdata / "PG_VERSION").read_text().strip() == "16"
+
+
+def test_a_restart_keeps_every_run_and_every_user(monkeypatch):
+    # on a server of its own: the run's shared one stays up for the tests beside this one
+    folder = server_folder()
+    started = server.start(folder, "127.0.0.1", free_port(), workers=1)
+    try:
+        as_admin(started)
+        carol = login("carol", access.add_teammate(started.url, folder, "carol"))
+        for name, value in carol.items():
+            monkeypatch.setenv(name, value)
+        client = mlflow.MlflowClient(started.url)
+        run = client.create_run(client.create_experiment(EXPERIMENT)).info.run_id
+        client.log_metric(run, "test/accuracy", 0.75)
+        client.set_terminated(run)
+        before = server_runs(started.url, EXPERIMENT)
+        assert [(r["id"], r["status"], r["metrics"]) for r in before] == [(run, "FINISHED", {"test/accuracy": 0.75})]
+        assert len(server.stop(folder)) == 2  # the MLflow server and PostgreSQL
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"{started.url}/health", timeout=3)
+        restarted = server.start(folder, started.host, started.port, workers=1)
+        assert server_runs(restarted.url, EXPERIMENT) == before  # and the admin's login: rest() logs in with it
+        assert client.get_run(run).data.metrics == {"test/accuracy": 0.75}  # and the teammate's
+    finally:
+        server.stop(folder)

@@ -18,7 +18,7 @@ from mnistcnn import mnist, scoring, serving
 from mnistcnn import registry as mnistcnn_registry
 from mnistcnn.outputs import save_torch, sha256_file, write_json
 from tests.conftest import git_commit, make_repo, sh
-from tests.test_serving import using
+from tests.helpers import using
 
 NAME, ALIAS = "mnist-compact-cnn", "champion"
 EXPERIMENT = "mnist-compact-cnn"  # params.yaml's tracking.experiment

@@ -264,13 +264,20 @@ def test_dvc_repro_after_a_sigkill_of_dvc_and_its_stage_works_and_leaves_nothing
     assert "RUNNING" not in statuses and statuses.count("KILLED") == 1
 
 
-@pytest.mark.parametrize("error", [errno.ENOSPC, errno.EROFS])
-def test_a_full_disk_or_read_only_folder_fails_clearly_and_keeps_the_previous_outputs(workdir, tmp_path, error):
-    folder = fresh_copy(workdir, tmp_path)
+@pytest.fixture(scope="module")
+def trained(workdir, tmp_path_factory):
+    """The work folder after one epoch's training: outputs for a failed stage to keep."""
+    folder = fresh_copy(workdir, tmp_path_factory.mktemp("trained"))
     params = yaml.safe_load((folder / "params.yaml").read_text())
     params["train"]["epochs"] = 1
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh(sys.executable, "-m", "stages.train", cwd=folder, env=env_for(folder))
+    return folder
+
+
+@pytest.mark.parametrize("error", [errno.ENOSPC, errno.EROFS])
+def test_a_full_disk_or_read_only_folder_fails_clearly_and_keeps_the_previous_outputs(trained, tmp_path, error):
+    folder = fresh_copy(trained, tmp_path)
     before = {path: (folder / path).read_bytes() for path in OUTPUTS}
     fail = ("import builtins, os\nfrom mnistcnn import cli, outputs\nfrom stages import train\n"
             "def full(path, mode='r', *args, **kwargs):\n"

@@ -14,20 +14,7 @@ import yaml
 
 from mnistcnn import config, search, space
 from tests.conftest import ROOT, free_port, git_commit, make_repo, params_for, sh, stored_runs
-
-# Over cnn9k's declaration (params_for's model): 16 steps an epoch, scored 4 times; channels up to
-# 32 a block go over 9,000 parameters, low rates fall behind at the first scoring and are pruned.
-SEARCH = {
-    "study": "s", "trials": 8, "seed": 0, "base": None, "epochs": 1, "max_params": 9000, "scorings_per_epoch": 4,
-    "pruner": {"kind": "halving", "min_scorings": 1, "reduction": 2, "startup_trials": 0},
-    "heartbeat": {"interval": 1, "missed": 3, "retries": 1},
-    "space": {"lr": {"low": 0.0001, "high": 0.05, "log": True},
-              "arch": {"blocks": {"channels": {"low": 4, "high": 32, "step": 4}}}},
-}
-
-
-def with_search(params: dict, **changes) -> dict:
-    return {**params, "search": config.merge(SEARCH, changes)}
+from tests.helpers import SEARCH, with_search
 
 
 def base_params(**changes) -> dict:

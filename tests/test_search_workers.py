@@ -16,25 +16,24 @@ import pytest
 import yaml
 from mlflow.exceptions import MlflowException
 
-from mnistcnn import access, postgres, server, studies, study_runs
-from tests.conftest import free_port, git_commit, make_repo, server_folder, sh
-from tests.test_search import with_search
+from mnistcnn import access, postgres, studies, study_runs
+from tests.conftest import git_commit, make_repo, sh
+from tests.helpers import with_search
 
-# Trials of 10 s or more, none refused, none pruned: the second worker's second trial starts after
-# the killed worker's heartbeat has been silent for its grace (3 s), and its third at the latest.
-LONG = ["-S", "search.epochs=40", "-S", "search.max_params=100000", "-S", "search.pruner.kind=none"]
+# Trials of 5 s or more (20 epochs of 16 steps), none refused, none pruned: the second worker's
+# first trial ends after the killed worker's heartbeat has been silent for its grace (3 s), so its
+# second trial is the killed one's, run again.
+LONG = ["-S", "search.epochs=20", "-S", "search.max_params=100000", "-S", "search.pruner.kind=none"]
 
 
 @pytest.fixture(scope="module")
-def team():
-    """The team server: PostgreSQL (its study storage on a TCP port) and MLflow, on free ports."""
-    folder = server_folder()
-    started = server.start(folder, "127.0.0.1", free_port(), study_port=free_port())
+def team(team_server):
+    """The test run's team server (conftest.team_server): its study storage on a TCP port, this
+    module's studies and its teammates `first` and `second`."""
     with pytest.MonkeyPatch.context() as patch:  # this process reads the runs back as the admin
-        for name, value in access.credentials(folder, access.ADMIN).items():
+        for name, value in access.credentials(team_server.folder, access.ADMIN).items():
             patch.setenv(name, value)
-        yield started
-    server.stop(folder)
+        yield team_server
 
 
 def clone(tmp_path_factory, team, name: str) -> tuple:

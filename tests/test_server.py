@@ -1,37 +1,29 @@
 """The team's tracking server, for real: PostgreSQL and MLflow's server (with its authentication app)
 on 127.0.0.1, the pipeline logging to it as a teammate, its runs read back over the REST API, promotion
-as the promoter, a restart, logins missing or wrong, and a server that is down."""
+as the promoter, and logins missing or wrong. (Its restart: test_postgres.py; a server that is down:
+test_server_down.py; queued experiments: test_server_queue.py.)"""
 
-import base64
 import json
 import subprocess
 import sys
 import time
-import urllib.parse
-import urllib.request
 
 import pytest
 
-from mnistcnn import access, server
-from tests.conftest import free_port, git_commit, make_repo, server_folder, sh
-from tests.test_experiments import start_queue, stop_workers, wait_for_queue
+from mnistcnn import access
+from tests import helpers
+from tests.conftest import git_commit, make_repo, sh
+from tests.helpers import as_admin, login, rest
 
-EXPERIMENT = "mnist-compact-cnn"
-ADMINS: dict[str, dict[str, str]] = {}  # a server's URL: the admin login `rest` reads it with
-
-
-def login(user: str, password: str) -> dict[str, str]:
-    return {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": password}
+EXPERIMENT = "mnist-compact-cnn"  # params.yaml's tracking.experiment, and promote's registered model
 
 
 @pytest.fixture(scope="module")
-def tracking_server():
-    """PostgreSQL and the MLflow server on free ports, their data in a temporary folder."""
-    folder = server_folder()
-    started = server.start(folder, "127.0.0.1", free_port())
-    ADMINS[started.url] = access.credentials(folder, access.ADMIN)
-    yield started
-    server.stop(folder)
+def tracking_server(team_server):
+    """The test run's team server (conftest.team_server); this module's runs go to its experiment
+    mnist-compact-cnn, and its promotions to the registered model of that name."""
+    as_admin(team_server)
+    return team_server
 
 
 @pytest.fixture(scope="module")
@@ -41,31 +33,11 @@ def repo(tmp_path_factory, tracking_server):
     teammate = login("alice", access.add_teammate(tracking_server.url, tracking_server.folder, "alice"))
     env = {**env, "MLFLOW_TRACKING_URI": tracking_server.url, **teammate}
     sh("dvc", "repro", cwd=repo, env=env)
-    yield repo, env
-    stop_workers(repo, env)
-
-
-def rest(url: str, endpoint: str, body: dict | None = None, **query) -> dict:
-    """One call of MLflow's REST API: GET with `query`, or POST `body` as JSON."""
-    address = f"{url}/api/2.0/mlflow/{endpoint}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
-    data = None if body is None else json.dumps(body).encode()
-    admin = ADMINS[url]
-    secret = base64.b64encode(f"{admin['MLFLOW_TRACKING_USERNAME']}:{admin['MLFLOW_TRACKING_PASSWORD']}".encode())
-    request = urllib.request.Request(address, data=data, headers={"Content-Type": "application/json",
-                                                                  "Authorization": f"Basic {secret.decode()}"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.load(response)
+    return repo, env
 
 
 def server_runs(url: str, filter_string: str = "") -> list[dict]:
-    """Every run of the experiment, oldest first, shaped as tests.conftest.stored_runs shapes them."""
-    experiment = rest(url, "experiments/get-by-name", experiment_name=EXPERIMENT)["experiment"]
-    found = rest(url, "runs/search", {"experiment_ids": [experiment["experiment_id"]], "filter": filter_string,
-                                      "order_by": ["attributes.start_time ASC"], "max_results": 1000})
-    return [{"id": run["info"]["run_id"], "status": run["info"]["status"], "name": run["info"]["run_name"],
-             **{key: {item["key"]: item["value"] for item in run["data"].get(key, [])}
-                for key in ("tags", "params", "metrics")}}
-            for run in found.get("runs", [])]
+    return helpers.server_runs(url, EXPERIMENT, filter_string)
 
 
 def trained_run(url: str, repo) -> dict:
@@ -110,48 +82,6 @@ def test_the_logged_model_loads_from_the_server_in_a_fresh_process_and_scores_th
                          env={**env, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})
     assert out.returncode == 0, out.stderr
     assert float(out.stdout.split()[-1]) == pytest.approx(json.loads((repo / "metrics/test.json").read_text())["accuracy"])
-
-
-def test_two_queued_experiments_both_land_on_the_server(tracking_server, repo):
-    repo, env = repo
-    for name, seed in (("server-1", 1), ("server-2", 2)):
-        sh("dvc", "exp", "run", "--queue", "-n", name, "-S", f"train.seed={seed}", "-S", "train.threads=1",
-           cwd=repo, env=env)
-    start_queue(repo, env, jobs=2)
-    wait_for_queue(repo, env, {"server-1", "server-2"}, runs=lambda: server_runs(tracking_server.url))
-    landed = [run for run in server_runs(tracking_server.url) if run["tags"].get("dvc.exp_name", "").startswith("server-")]
-    assert sorted(run["tags"]["dvc.exp_name"] for run in landed) == ["server-1", "server-2"]
-    assert all(run["status"] == "FINISHED" and "test/accuracy" in run["metrics"] for run in landed)
-
-
-def test_a_restart_keeps_every_run(tracking_server, repo):
-    repo, _ = repo
-    before = server_runs(tracking_server.url)
-    stopped = server.stop(tracking_server.folder)
-    assert len(stopped) == 2  # the MLflow server and PostgreSQL
-    with pytest.raises(OSError):
-        urllib.request.urlopen(f"{tracking_server.url}/health", timeout=3)
-    restarted = server.start(tracking_server.folder, tracking_server.host, tracking_server.port)
-    assert server_runs(restarted.url) == before  # and the users: rest() logs in as the same admin
-    assert trained_run(restarted.url, repo)["metrics"]["test/accuracy"] > 0.5
-
-
-@pytest.mark.parametrize("kind", ["refused", "hanging"])
-def test_a_server_that_is_down_fails_each_stage_in_seconds_and_nothing_is_written(tmp_path, silent_port, kind):
-    repo, env = make_repo(tmp_path)
-    sh("dvc", "repro", "download", cwd=repo, env=env)
-    uri = f"http://127.0.0.1:{silent_port if kind == 'hanging' else free_port()}"
-    for stage in ("download", "train"):
-        started = time.monotonic()
-        result = subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=repo, capture_output=True, text=True,
-                                env={**env, "MLFLOW_TRACKING_URI": uri})
-        assert time.monotonic() - started < 10
-        assert result.returncode == 1, result.stderr
-        message = result.stderr.strip().splitlines()[-1]
-        assert message.startswith(f"error: cannot reach the MLflow tracking server at {uri}")
-        assert "make server" in message and "MLFLOW_TRACKING_URI" in message
-    assert not (repo / "models").exists() and not (repo / "metrics").exists()
-    assert sh("dvc", "status", "download", cwd=repo, env=env).strip().endswith("up to date.")
 
 
 def test_a_stage_without_or_with_a_wrong_login_says_what_to_set_before_any_work(tracking_server, repo):

@@ -10,9 +10,8 @@ import json
 import os
 import subprocess
 import sys
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import mlflow
 import numpy as np
@@ -27,6 +26,7 @@ from mnistcnn.arch import NAMED
 from mnistcnn.outputs import DataError, save_torch, sha256_file, write_json
 from stages import predict
 from tests.conftest import ROOT, idx_bytes, synthetic_split
+from tests.helpers import using
 
 PROMOTE = yaml.safe_load((ROOT / "params.yaml").read_text())["promote"]
 
@@ -54,17 +54,6 @@ def write_model(folder: Path, model: torch.nn.Module) -> tuple[Path, Path]:
                       "params": models.count_parameters(model),
                       "dataset_digest": "synthetic", "weights_sha256": sha256_file(weights)})
     return weights, card
-
-
-@contextmanager
-def using(store: str) -> Iterator[None]:
-    """Point MLflow (and tracking.tracking_uri()) at `store` for the block, then back."""
-    before = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(store)  # sets $MLFLOW_TRACKING_URI too
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(before)  # None unsets it
 
 
 class Served(NamedTuple):
