@@ -47,10 +47,11 @@ check-repro:
 	@git diff --exit-code --stat -- dvc.lock metrics/ || { echo "check-repro: this machine's \`dvc repro\` changed" \
 	  "the committed dvc.lock or metrics/ (above): its CPU or settings give other bits" >&2; exit 1; }
 
-# Every test but the emulated CPUs' (tests/cpus: pyproject keeps a plain `pytest` out of it), within
-# 5 minutes on 2 cores. Test modules run in parallel, one to a worker and a worker to a core
-# (TEST_WORKERS=0: one process); the modules that need a team server share one (tests/conftest.py).
-TEST_WORKERS ?= auto
+# Every test but the emulated CPUs' (tests/cpus: pyproject keeps a plain `pytest` out of it). Test
+# modules run in parallel, one to a worker (TEST_WORKERS=0: one process): three on 2 cores, since
+# the tests wait on servers and subprocesses; the modules that need a team server share one
+# (tests/conftest.py). docs/testing.md: the tiers and what they take.
+TEST_WORKERS ?= 3
 test: install browser
 	pytest -n $(TEST_WORKERS) --dist loadscope
 
