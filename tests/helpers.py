@@ -110,8 +110,8 @@ def rest(url: str, endpoint: str, body: dict | None = None, **query) -> dict:
 
 def server_runs(url: str, experiment: str, filter_string: str = "") -> list[dict]:
     """Every run of the experiment, oldest first, shaped as tests.conftest.stored_runs shapes them."""
-    found = rest(url, "experiments/get-by-name", experiment_name=experiment)["experiment"]
-    found = rest(url, "runs/search", {"experiment_ids": [found["experiment_id"]], "filter": filter_string,
+    experiment_id = rest(url, "experiments/get-by-name", experiment_name=experiment)["experiment"]["experiment_id"]
+    found = rest(url, "runs/search", {"experiment_ids": [experiment_id], "filter": filter_string,
                                       "order_by": ["attributes.start_time ASC"], "max_results": 1000})
     return [{"id": run["info"]["run_id"], "status": run["info"]["status"], "name": run["info"]["run_name"],
              **{key: {item["key"]: item["value"] for item in run["data"].get(key, [])}

@@ -25,7 +25,7 @@ TEAMMATE = "dana"
 
 @pytest.fixture(scope="module")
 def team(team_server):
-    """The team server, with this module's model and one teammate; yields it and the teammate's login."""
+    """The team server, with this module's model and one teammate; returns it and the teammate's login."""
     access.bootstrap(team_server.url, team_server.folder, MODEL)
     return team_server, add_user(team_server, TEAMMATE)
 

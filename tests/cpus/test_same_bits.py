@@ -50,14 +50,12 @@ def workload(cpu: str | None, threads: int, *extra: str) -> list[dict]:
     return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
 
 
-def parting_op(cpu: str | None, other: str | None, threads: int, case: str, folder: Path,
-               other_threads: int | None = None) -> str:
-    """Run `case` again on both CPUs with every op traced; where their traces first part."""
-    traces = []
-    for which, count in ((cpu, threads), (other, other_threads or threads)):
-        trace = folder / f"{which or 'native'}-{count}-{case}.jsonl"
-        workload(which, count, "--cases", case, "--trace", str(trace))
-        traces.append(trace)
+def parting_op(case: str, folder: Path, *runs: tuple[str | None, int]) -> str:
+    """Run `case` again as each of the two `runs` (CPU, threads) did, every op traced; where their
+    traces first part."""
+    traces = [folder / f"{cpu or 'native'}-{threads}-{case}.jsonl" for cpu, threads in runs]
+    for (cpu, threads), trace in zip(runs, traces):
+        workload(cpu, threads, "--cases", case, "--trace", str(trace))
     return first_difference(*traces)
 
 
@@ -117,7 +115,7 @@ def test_every_cpu_trains_and_scores_every_case_to_the_same_bits(runs, threads, 
             if here != there:
                 pytest.fail(f"{cpu} ({emulated[0]['model']}) against {native[0]['model']}, {threads} thread(s), "
                             f"case {here['case']}: {here} against {there}; first op that differs: "
-                            f"{parting_op(None, cpu, threads, here['case'], tmp_path)}")
+                            f"{parting_op(here['case'], tmp_path, (None, threads), (cpu, threads))}")
 
 
 def test_the_comparison_sees_a_change_in_the_order_of_sums_and_names_the_op(runs, tmp_path):
@@ -126,7 +124,7 @@ def test_the_comparison_sees_a_change_in_the_order_of_sums_and_names_the_op(runs
     one, two = runs[("native", 1)][1:], runs[("native", 2)][1:]
     parted = [a["case"] for a, b in zip(one, two) if a["weights"] != b["weights"]]
     assert parted, "1 and 2 threads trained the same weights in every case"
-    where = parting_op(None, None, 1, parted[0], tmp_path, other_threads=2)
+    where = parting_op(parted[0], tmp_path, (None, 1), (None, 2))
     assert where.startswith(f"case {parted[0]}, op ") and "aten." in where, where
 
 
