@@ -12,8 +12,8 @@ machine with the server: on 2 cores they take part of one.
 Abuse, against the fastest worker count, once warm, while 4 clients keep posting good requests: a 50 MB body
 (declared, then streamed without a length), JSON nested 100,000 deep, a client that sends its
 headers a byte a second, and one that sends its body a byte a second. Each must be refused (4xx)
-or cut off (the connection closed) within seconds, the good clients must see no error, and the
-server's memory must stay bounded. Writes benchmarks/serve.json, with the machine's CPU.
+or cut off (the connection closed) within seconds, the good clients must see no error, and what the
+server's processes allocate must stay bounded (their anonymous memory: PSS moves with other processes). Writes benchmarks/serve.json, with the machine's CPU.
 """
 
 from __future__ import annotations
@@ -87,30 +87,51 @@ def load(url: str, body: bytes, clients: int, seconds: float) -> dict:
     return asyncio.run(_load(url, body, clients, seconds))
 
 
+def _members(process: psutil.Process) -> list[psutil.Process]:
+    return [process, *process.children(recursive=True)]
+
+
 def memory(process: psutil.Process) -> int:
     """The memory of a process and its children together: the sum of their proportional set sizes
     (PSS: each page shared by n of them counts 1/n), so that torch's libraries count once."""
     total = 0
-    for member in [process, *process.children(recursive=True)]:
-        try:
+    for member in _members(process):
+        with suppress(psutil.NoSuchProcess):
             total += member.memory_full_info().pss
-        except psutil.NoSuchProcess:
-            pass
+    return total
+
+
+def allocated(process: psutil.Process) -> int:
+    """The anonymous memory of a process and its children (their heaps: what they allocated, a body
+    read included). Unlike PSS it does not move when other processes map or unmap the same libraries:
+    a torch process's PSS falls by 190 MB while four other torch processes run, and rises back."""
+    total = 0
+    for member in _members(process):
+        with suppress(FileNotFoundError, ProcessLookupError):
+            rollup = Path(f"/proc/{member.pid}/smaps_rollup").read_text()
+            total += sum(int(line.split()[1]) * 1024 for line in rollup.splitlines() if line.startswith("Anonymous:"))
     return total
 
 
 class PeakMemory:
-    """The largest memory() of a process and its children while the block runs, sampled every 0.2 s;
-    `start`, what they held as it began."""
+    """The largest memory() and allocated() of a process and its children while the block runs, sampled
+    every 0.2 s; `start` and `start_allocated`, what they held as it began; `growth`, how much more they
+    allocated at the peak (the measure to bound: PSS also moves with other processes)."""
 
     def __init__(self, pid: int):
         self.process, self._stop = psutil.Process(pid), threading.Event()
         self.start = self.peak = memory(self.process)
+        self.start_allocated = self.peak_allocated = allocated(self.process)
         self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    @property
+    def growth(self) -> int:
+        return self.peak_allocated - self.start_allocated
 
     def _sample(self) -> None:
         while not self._stop.wait(0.2):
             self.peak = max(self.peak, memory(self.process))
+            self.peak_allocated = max(self.peak_allocated, allocated(self.process))
 
     def __enter__(self) -> PeakMemory:
         self._thread.start()
@@ -214,7 +235,8 @@ def abuse(url: str, body: bytes, pid: int) -> dict:
 
 
 def megabytes(peak: PeakMemory) -> dict:
-    return {"memory_before_mb": round(peak.start / 2**20), "memory_peak_mb": round(peak.peak / 2**20)}
+    return {"memory_before_mb": round(peak.start / 2**20), "memory_peak_mb": round(peak.peak / 2**20),
+            "allocated_growth_mb": round(peak.growth / 2**20)}
 
 
 @contextmanager
