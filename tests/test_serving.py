@@ -134,6 +134,21 @@ def test_the_model_is_logged_from_code_with_its_weights_card_and_a_raw_pixel_exa
     assert f"mlflow=={mlflow.__version__}" in requirements and any(r.startswith("torch==") for r in requirements)
 
 
+def test_loading_a_logged_model_skips_the_requirements_check_only_while_logging(served, monkeypatch):
+    """Logging validates its input example by loading the model back, and loading checks the pinned
+    requirements against every installed package (a second of each training): skipped while logging."""
+    from mlflow.utils import requirements_utils  # noqa: PLC0415
+
+    checked = []
+    monkeypatch.setattr(requirements_utils, "_check_requirement_satisfied", lambda r: checked.append(r))
+    mlflow.pyfunc.load_model(str(served.local))
+    assert any(r.startswith("torch==") for r in checked)  # the probe sees the check when it runs
+    checked.clear()
+    with tracking.requirements_unchecked():
+        mlflow.pyfunc.load_model(str(served.local))
+    assert checked == []
+
+
 @pytest.fixture(scope="module")
 def loaded(served):
     return mlflow.pyfunc.load_model(str(served.local))
