@@ -133,13 +133,14 @@ def test_the_winners_recipe_reproduces_its_validation_accuracy_bit_for_bit_throu
 
 def test_ctrl_c_fails_the_running_trial_queues_it_again_and_the_study_continues(searched):
     repo, env, _, _ = searched
-    slow = ["-S", "search.epochs=40", "-S", "search.max_params=100000", "--study", "slow", "--trials", "2"]
+    # trials of seconds (10 epochs, scored 4 times each): interrupted at its first scoring, mid-trial
+    slow = ["-S", "search.epochs=10", "-S", "search.max_params=100000", "--study", "slow", "--trials", "2"]
     worker = subprocess.Popen([sys.executable, "-m", "stages.search", *slow], cwd=repo, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     storage = f"sqlite:///{repo / 'studies/optuna.db'}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        time.sleep(1)
+        time.sleep(0.2)
         try:
             trials = optuna.load_study(study_name="slow", storage=storage).trials
         except KeyError:  # not created yet
@@ -155,7 +156,7 @@ def test_ctrl_c_fails_the_running_trial_queues_it_again_and_the_study_continues(
     assert retry.params == first.params
     interrupted = [r for r in stored_runs(repo) if r["tags"].get("trial.ended_by") == "interrupted"]
     assert len(interrupted) == 1 and interrupted[0]["status"] == "FAILED"
-    resumed = sh(sys.executable, "-m", "stages.search", *slow[:-1], "1", cwd=repo, env=env)  # 40 epochs: ~10 s
+    resumed = sh(sys.executable, "-m", "stages.search", *slow[:-1], "1", cwd=repo, env=env)
     assert "2 trial(s) so far" in resumed and "search: trial 1 complete" in resumed
     again = optuna.load_study(study_name="slow", storage=storage).trials[1]
     assert again.state == optuna.trial.TrialState.COMPLETE and again.system_attrs["failed_trial"] == 0

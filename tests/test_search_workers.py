@@ -18,12 +18,11 @@ from mlflow.exceptions import MlflowException
 
 from mnistcnn import access, postgres, studies, study_runs
 from tests.conftest import git_commit, make_repo, sh
-from tests.helpers import with_search
+from tests.helpers import SEARCH, with_search
 
-# Trials of 5 s or more (20 epochs of 16 steps), none refused, none pruned: the second worker's
-# first trial ends after the killed worker's heartbeat has been silent for its grace (3 s), so its
-# second trial is the killed one's, run again.
-LONG = ["-S", "search.epochs=20", "-S", "search.max_params=100000", "-S", "search.pruner.kind=none"]
+# Trials of seconds (10 epochs of 16 steps, scored 4 times an epoch), none refused, none pruned:
+# a worker killed at its trial's first scoring is killed mid-trial.
+LONG = ["-S", "search.epochs=10", "-S", "search.max_params=100000", "-S", "search.pruner.kind=none"]
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +62,14 @@ def finished(process: subprocess.Popen, timeout: float = 300) -> str:
     output, _ = process.communicate(timeout=timeout)
     assert process.returncode == 0, output
     return output
+
+
+def trials_if_any(team, study: str) -> list:
+    """The study's trials, or none while it is not created yet."""
+    try:
+        return trials_of(team, study)
+    except KeyError:
+        return []
 
 
 def trials_of(team, study: str) -> list:
@@ -133,32 +140,25 @@ def test_a_duplicate_parent_run_a_teammate_may_not_delete_is_taken_out_of_the_st
 def test_a_worker_killed_mid_trial_has_its_trial_failed_and_run_again_by_the_other(team, clones):
     (first, first_env), (second, second_env) = clones
     doomed = worker(first, first_env, *LONG, "--study", "killed", "--trials", "1")
-
-    def running(predicate, what: str) -> optuna.trial.FrozenTrial:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            time.sleep(0.5)
-            try:
-                found = [t for t in trials_of(team, "killed") if predicate(t)]
-            except KeyError:  # the study is not created yet
-                continue
-            if found:
-                return found[0]
-        pytest.fail(f"no {what} within 120 s")
-
-    victim = running(lambda t: t.user_attrs.get("worker", "").endswith(f":{doomed.pid}")
-                     and "val_curve" in t.user_attrs, "trial of the first worker training")
-    survivor = worker(second, second_env, *LONG, "--study", "killed", "--trials", "3")
-    running(lambda t: t.number != victim.number and t.state.name == "RUNNING", "trial of the second worker")
+    deadline = time.monotonic() + 120
+    while not (victim := next((t for t in trials_if_any(team, "killed") if "val_curve" in t.user_attrs), None)):
+        assert time.monotonic() < deadline and doomed.poll() is None, "no trial of the first worker training"
+        time.sleep(0.2)
+    assert victim.user_attrs["worker"].endswith(f":{doomed.pid}")
     doomed.send_signal(signal.SIGKILL)
     doomed.wait(30)
+    # Its heartbeat is silent from now on: once the grace is over, the next worker to ask for a
+    # trial fails it, and is handed it to run again.
+    heartbeat = SEARCH["heartbeat"]
+    time.sleep(heartbeat["interval"] * heartbeat["missed"])
+    survivor = worker(second, second_env, *LONG, "--study", "killed", "--trials", "1")
     output = finished(survivor)
     trials = {t.number: t for t in trials_of(team, "killed")}
     assert trials[victim.number].state == optuna.trial.TrialState.FAIL
     retried = [t for t in trials.values() if t.system_attrs.get("failed_trial") == victim.number]
     assert len(retried) == 1 and retried[0].state.is_finished() and retried[0].params == victim.params
     assert retried[0].user_attrs["worker"].endswith(f":{survivor.pid}")
-    assert len(trials) == 4 and f"trial {victim.number} failed: its worker stopped beating" in output
+    assert len(trials) == 2 and f"trial {victim.number} failed: its worker stopped beating" in output
     assert all(t.state == optuna.trial.TrialState.COMPLETE for n, t in trials.items() if n != victim.number)
     mlflow.set_tracking_uri(team.url)
     client = mlflow.MlflowClient()
