@@ -151,17 +151,8 @@ def test_second_repro_changes_nothing_and_an_epoch_change_skips_download(repo):
     assert (repo / "dvc.lock").read_text() == lock  # back as it was, for the tests after this one
 
 
-def test_forced_rerun_gives_identical_data_model_and_metrics(repo):
-    repo, env, _ = repo
-    outputs = ("data/train.pt", "data/test.pt", "models/model.pt", "metrics/test.json", "metrics/train_history.json")
-    before = {path: (repo / path).read_bytes() for path in outputs}
-    sh("dvc", "repro", "-f", cwd=repo, env=env)
-    assert {path: (repo / path).read_bytes() for path in outputs} == before
-
-
 def run_of(repo, weights: bytes) -> dict:
-    """The newest finished run tagged with these weights' SHA-256, as evaluate finds it (`dvc repro -f`
-    makes a second run of the same weights)."""
+    """The newest finished run tagged with these weights' SHA-256, as evaluate finds it."""
     digest = hashlib.sha256(weights).hexdigest()
     found = [run for run in stored_runs(repo) if run["tags"].get("weights.sha256") == digest]
     assert found and all(run["status"] == "FINISHED" for run in found), found

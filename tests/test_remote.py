@@ -30,6 +30,8 @@ def clone(tmp, a, name: str):
 
 
 def test_a_fresh_clone_reproduces_the_committed_lock_and_metrics_exactly(team):
+    """Every stage run again from nothing, elsewhere: the same data, weights and metrics, byte for byte
+    (DVC removes a stage's outputs before it runs, so `dvc repro -f` in place proves no more)."""
     tmp, a, env = team
     c = clone(tmp, a, "c")
     out = sh("dvc", "repro", cwd=c, env=env)
