@@ -53,7 +53,7 @@ check-repro:
 # (tests/conftest.py). docs/testing.md: the tiers and what they take.
 TEST_WORKERS ?= 3
 test: install browser
-	pytest -n $(TEST_WORKERS) --dist loadscope
+	pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 # The unit tier, within a minute: pure functions, the schema, the architectures, the verdict, compare,
 # the docs and CI checks (the tests marked `unit`); no server, no pipeline, no browser.

@@ -101,13 +101,15 @@ def mnist_dir(tmp_path) -> tuple[Path, dict[str, str]]:
     return folder, write_mnist(folder)
 
 
-# Modules that start servers or run the pipeline many times, slowest first. `make test` runs
-# modules on parallel workers (pytest-xdist, one module to a worker, so a module's fixtures are
-# built once); starting the longest first lets the workers finish together.
-SLOWEST_MODULES = ("test_search_workers", "test_server", "test_run_status", "test_promote", "test_remote", "test_pipeline",
-                   "test_experiments", "test_search", "test_server_queue", "test_access", "test_postgres",
-                   "test_validation", "test_server_down", "test_serving", "test_dependencies", "test_bench",
-                   "test_reproducible", "test_gate")
+# Modules that start servers or run the pipeline many times, slowest first (their wall time in
+# `make test` on 2 cores). `make test` runs modules on parallel workers (pytest-xdist, one module
+# to a worker, so a module's fixtures are built once), in this order (--no-loadscope-reorder:
+# xdist would otherwise start the modules with the most tests first); starting the longest first
+# lets the workers finish together.
+SLOWEST_MODULES = ("test_run_status", "test_promote", "test_remote", "test_experiments", "test_search",
+                   "test_pipeline", "test_search_workers", "test_server", "test_server_queue", "test_access",
+                   "test_validation", "test_serving", "test_dependencies", "test_postgres", "test_bench",
+                   "test_reproducible", "test_server_down", "test_gate", "test_ui")
 
 
 def pytest_collection_modifyitems(items) -> None:
