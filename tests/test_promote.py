@@ -215,7 +215,7 @@ def test_the_scoring_server_holds_32_clients_without_an_error(scoring_server):
     url, repo, pid = scoring_server
     body = load.image_body(repo)
     with load.PeakMemory(pid) as memory:
-        result = load.load(url, body, clients=32, seconds=5)
+        result = load.load(url, body, clients=32, seconds=2)
     assert result["errors"] == 0 and result["answers"] > 32, result
     print(f"32 clients: {result}; {load.megabytes(memory)}")
     assert memory.growth < 128 * 2**20  # bounded: no request grows it
