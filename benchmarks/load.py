@@ -13,7 +13,8 @@ Abuse, against the fastest worker count, once warm, while 4 clients keep posting
 (declared, then streamed without a length), JSON nested 100,000 deep, a client that sends its
 headers a byte a second, and one that sends its body a byte a second. Each must be refused (4xx)
 or cut off (the connection closed) within seconds, the good clients must see no error, and what the
-server's processes allocate must stay bounded (their anonymous memory: PSS moves with other processes). Writes benchmarks/serve.json, with the machine's CPU.
+server's processes allocate must stay bounded (their anonymous memory: PSS moves with other
+processes). Writes benchmarks/serve.json, with the machine's CPU.
 """
 
 from __future__ import annotations
@@ -87,30 +88,27 @@ def load(url: str, body: bytes, clients: int, seconds: float) -> dict:
     return asyncio.run(_load(url, body, clients, seconds))
 
 
-def _members(process: psutil.Process) -> list[psutil.Process]:
-    return [process, *process.children(recursive=True)]
+def _rollup(process: psutil.Process, field: str) -> int:
+    """One field of /proc/PID/smaps_rollup, in bytes, summed over a process and its children."""
+    total = 0
+    for member in [process, *process.children(recursive=True)]:
+        with suppress(FileNotFoundError, ProcessLookupError):  # it ended meanwhile
+            rollup = Path(f"/proc/{member.pid}/smaps_rollup").read_text()
+            total += sum(int(line.split()[1]) * 1024 for line in rollup.splitlines() if line.startswith(f"{field}:"))
+    return total
 
 
 def memory(process: psutil.Process) -> int:
     """The memory of a process and its children together: the sum of their proportional set sizes
     (PSS: each page shared by n of them counts 1/n), so that torch's libraries count once."""
-    total = 0
-    for member in _members(process):
-        with suppress(psutil.NoSuchProcess):
-            total += member.memory_full_info().pss
-    return total
+    return _rollup(process, "Pss")
 
 
 def allocated(process: psutil.Process) -> int:
     """The anonymous memory of a process and its children (their heaps: what they allocated, a body
     read included). Unlike PSS it does not move when other processes map or unmap the same libraries:
     a torch process's PSS falls by 190 MB while four other torch processes run, and rises back."""
-    total = 0
-    for member in _members(process):
-        with suppress(FileNotFoundError, ProcessLookupError):
-            rollup = Path(f"/proc/{member.pid}/smaps_rollup").read_text()
-            total += sum(int(line.split()[1]) * 1024 for line in rollup.splitlines() if line.startswith("Anonymous:"))
-    return total
+    return _rollup(process, "Anonymous")
 
 
 class PeakMemory:
