@@ -128,14 +128,14 @@ search: install
 
 # The MLflow UI, opened on the runs table of params.yaml's tracking.experiment (not MLflow 3's GenAI view).
 ui: install
-	python -m mnistcnn.ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT) \
-	  --experiment "$$(python -c 'from mnistcnn.config import load; print(load().tracking.experiment)' || echo mnist-compact-cnn)"
+	python -m mnistcnn.team.ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT) \
+	  --experiment "$$(python -c 'from mnistcnn.params.config import load; print(load().tracking.experiment)' || echo mnist-compact-cnn)"
 
 # The UI test (tests/test_ui.py) drives the real MLflow UI in headless Chromium: Debian's, installed once (as root).
 browser:
 	test -x /usr/bin/chromium || { apt-get update && apt-get install -y --no-install-recommends chromium; }
 
-# The team's MLflow tracking server on PostgreSQL (mnistcnn/server.py), its data in $(SERVER_DIR)/;
+# The team's MLflow tracking server on PostgreSQL (mnistcnn/team/tracking_server.py), its data in $(SERVER_DIR)/;
 # then MLFLOW_TRACKING_URI=http://127.0.0.1:$(SERVER_PORT) sends every stage's run there, and the
 # SEARCH_STORAGE it prints (PostgreSQL on port $(STUDY_PORT), with a password) joins workers to a study.
 server: install

@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from benchmarks import e2e, loops, pipeline
-from mnistcnn import config, engine, recipes
+from mnistcnn.params import config, recipes
+from mnistcnn.training import engine
 
 # (model, loop, hyperparameters): the recipe file whose train section is used, with the model swapped in.
 CONFIGS = [

@@ -23,7 +23,8 @@ import tempfile
 from pathlib import Path
 
 from benchmarks import pipeline
-from mnistcnn import config, phases
+from mnistcnn import phases
+from mnistcnn.params import config
 
 RECIPES = ("default", "cnn24k-reference")
 

@@ -17,8 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from mnistcnn import config, engine, mnist, models, recipes, reproducible
+from mnistcnn.data import mnist
+from mnistcnn.model import models
 from mnistcnn.outputs import save_torch, sha256_file
+from mnistcnn.params import config, recipes
+from mnistcnn.training import engine, reproducible
 
 
 def main() -> None:

@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 from benchmarks.bench import run_child, spec_for
-from mnistcnn import config, engine
+from mnistcnn.params import config
+from mnistcnn.training import engine
 
 CELLS = [("quick25k", "quick25k"), ("cnn24k", "cnn24k-reference")]  # (model, recipe): the default, the 24k reference
 MODES = ("portable", "native")

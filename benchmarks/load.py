@@ -44,7 +44,8 @@ BIG = 50 * 2**20
 
 def image_body(repo: Path = ROOT) -> bytes:
     """One real test image (raw 0-255 pixels) as the JSON a client posts."""
-    from mnistcnn import config, mnist  # noqa: PLC0415
+    from mnistcnn.data import mnist
+    from mnistcnn.params import config  # noqa: PLC0415
 
     paths = config.load(repo / "params.yaml").paths
     provenance = json.loads((repo / paths.provenance).read_text())
@@ -268,7 +269,7 @@ def serving(repo: Path, workers: int, env: dict | None = None, log: Path | None 
 
 
 def main() -> None:
-    from mnistcnn.engine import cpu_name  # noqa: PLC0415
+    from mnistcnn.training.engine import cpu_name  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=32)

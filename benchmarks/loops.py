@@ -3,7 +3,7 @@
 `reference` re-creates the reference scripts' way of training: torchvision's
 per-image `datasets.MNIST` with `ToTensor()` and `Normalize`, a shuffling
 `DataLoader`, and a `.item()` per step for the running loss and accuracy.
-`engine` is the project's own train stage code (mnistcnn.engine.fit), unchanged.
+`engine` is the project's own train stage code (mnistcnn.training.engine.fit), unchanged.
 Run as `python -m benchmarks.loops SPEC_JSON`; prints one JSON result line.
 """
 
@@ -25,7 +25,10 @@ from torch.utils.data import DataLoader, Subset
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision import datasets, transforms
 
-from mnistcnn import config, engine, mnist, models, optim, reproducible
+from mnistcnn.data import mnist
+from mnistcnn.model import models
+from mnistcnn.params import config
+from mnistcnn.training import engine, optim, reproducible
 
 
 @contextmanager

@@ -95,15 +95,15 @@ def mlflow_share() -> dict:
     import torch  # noqa: F401  (the stage imports it either way: not MLflow's time)
 
     before = time.perf_counter()
-    import mlflow.data.dataset_source_registry  # noqa: F401  (what mnistcnn.tracking imports)
+    import mlflow.data.dataset_source_registry  # noqa: F401  (what mnistcnn.tracking.runs imports)
     import mlflow.data.meta_dataset  # noqa: F401
     import mlflow.models  # noqa: F401
 
     clock = [time.perf_counter() - before]
-    from mnistcnn import tracking
+    from mnistcnn.tracking import runs
     from stages import train
 
-    tracking.mlflow = Timed(tracking.mlflow, clock)
+    runs.mlflow = Timed(runs.mlflow, clock)
     for name in ("infer_signature", "resolve_dataset_source", "MetaDataset"):
         setattr(tracking, name, timing(getattr(tracking, name), clock))
     train.main()

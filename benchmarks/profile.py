@@ -12,7 +12,8 @@ import sys
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from mnistcnn import engine, models, optim
+from mnistcnn.model import models
+from mnistcnn.training import engine, optim
 
 STEPS = 20
 

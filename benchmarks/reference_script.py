@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from torchvision import datasets
 
 from benchmarks.loops import torchvision_mnist
-from mnistcnn import models
+from mnistcnn.model import models
 
 
 def main(raw: Path, model_name: str = "cnn24k", lr: float = 1e-3, batch_size: int = 64) -> float:

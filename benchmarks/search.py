@@ -30,8 +30,8 @@ from pathlib import Path
 import optuna
 import yaml
 
-from mnistcnn import config
-from mnistcnn.engine import cpu_name
+from mnistcnn.params import config
+from mnistcnn.training.engine import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXED_COST = {"lr": {"low": 0.005, "high": 0.05, "log": True}, "warmup": {"low": 0.1, "high": 0.4},

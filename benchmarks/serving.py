@@ -17,8 +17,9 @@ import urllib.request
 
 import torch
 
-from mnistcnn import config, mnist
+from mnistcnn.data import mnist
 from mnistcnn.outputs import read_json
+from mnistcnn.params import config
 
 
 def post(url: str, images: torch.Tensor) -> list[dict]:

@@ -19,7 +19,10 @@ import time
 
 CHILD = """
 import sys, time, json
-from mnistcnn import config, engine, mnist, models, reproducible
+from mnistcnn.data import mnist
+from mnistcnn.model import models
+from mnistcnn.params import config
+from mnistcnn.training import engine, reproducible
 params = config.load()
 provenance = json.load(open(params.paths.provenance))
 data = mnist.load_split(params.paths.train_data, "train", provenance, params.paths.provenance)

@@ -12,7 +12,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from mnistcnn import ui
+from mnistcnn.team import ui
 
 
 def screenshot(url: str, experiment: str, out: Path, view: str | None = None) -> None:

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Callable, NoReturn
 
 from mnistcnn import phases
-from mnistcnn.config import ParamsError
-from mnistcnn.health import LoginRefused, ServerUnreachable
 from mnistcnn.outputs import DataError
+from mnistcnn.params.config import ParamsError
+from mnistcnn.tracking.health import LoginRefused, ServerUnreachable
 
 # Problems the user can fix; anything else is a bug and keeps its traceback.
 USER_ERRORS = (ParamsError, DataError, ServerUnreachable, LoginRefused)

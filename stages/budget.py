@@ -14,7 +14,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from mnistcnn import arch, cli, config
+from mnistcnn import cli
+from mnistcnn.model import arch
+from mnistcnn.params import config
 
 
 def main() -> int:

@@ -20,7 +20,7 @@ import sys
 from typing import Any
 
 from mnistcnn import cli
-from mnistcnn.config import flatten
+from mnistcnn.params.config import flatten
 
 METRICS = (("validation", "metrics/train.json", "val_accuracy"), ("test", "metrics/test.json", "accuracy"),
            ("params", "metrics/test.json", "params"))

@@ -16,8 +16,13 @@ import sys
 
 import torch
 
-from mnistcnn import cli, config, engine, figures, mnist, models, phases, reproducible, tracking, weights
+from mnistcnn import cli, phases
+from mnistcnn.data import mnist
+from mnistcnn.model import models, weights
 from mnistcnn.outputs import atomic_outputs, read_json, write_json
+from mnistcnn.params import config
+from mnistcnn.tracking import runs
+from mnistcnn.training import engine, figures, reproducible
 
 
 def write_predictions(path, labels: torch.Tensor, predictions: torch.Tensor) -> None:
@@ -32,23 +37,23 @@ def adopt(params, card: dict, model, images: torch.Tensor) -> None:
     """Record, in the active new run, what the train stage records: its params, curves and model."""
     history = read_json(params.paths.train_history, produced_by="train")
     scores = read_json(params.paths.val_history, produced_by="train")
-    tracking.log_params({**config.as_dict(params.train), "arch": card["arch"], "dropout": card["dropout"],
+    runs.log_params({**config.as_dict(params.train), "arch": card["arch"], "dropout": card["dropout"],
                          "param_count": card["params"], "macs": card["macs"]})
-    tracking.set_tags({tracking.WEIGHTS_TAG: card["weights_sha256"], "model": card["model"],
+    runs.set_tags({runs.WEIGHTS_TAG: card["weights_sha256"], "model": card["model"],
                        "arch.digest": config.digest(card["arch"]), "params.digest": config.digest(params.train),
                        "dataset.digest": card["dataset_digest"],
                        "run.adopted": "evaluate found no run that trained these weights in this store"})
     for row in history:
-        tracking.log_metrics({"train/loss": row["loss"], "train/accuracy": row["accuracy"]}, step=row["step"])
+        runs.log_metrics({"train/loss": row["loss"], "train/accuracy": row["accuracy"]}, step=row["step"])
     for row in scores:
-        tracking.log_metrics({"val/loss": row["loss"], "val/accuracy": row["accuracy"]}, step=row["step"])
-    tracking.log_model(model, images)
+        runs.log_metrics({"val/loss": row["loss"], "val/accuracy": row["accuracy"]}, step=row["step"])
+    runs.log_model(model, images)
 
 
 def main() -> None:
     params = config.load()
     paths = params.paths
-    uri = tracking.connect()  # before any work: a tracking server that is down fails the stage in seconds
+    uri = runs.connect()  # before any work: a tracking server that is down fails the stage in seconds
     # Sums split by thread and kernels chosen by the CPU: the same settings as training, before any tensor work.
     reproducible.configure(params.train.threads, params.train.kernels)
     card = read_json(paths.model_card, produced_by="train")
@@ -66,19 +71,19 @@ def main() -> None:
           f"on {len(labels):,} images", file=sys.stderr)
 
     phases.mark("evaluation")
-    run_id = tracking.training_run(params.tracking.experiment, card["weights_sha256"])
+    run_id = runs.training_run(params.tracking.experiment, card["weights_sha256"])
     if run_id is None:
         print(f"evaluate: {uri} holds no run that trained these weights; recording them in a new run",
               file=sys.stderr)
-    run_name = None if run_id else tracking.run_name(params.train)
-    with tracking.run(params.tracking.experiment, stage="evaluate", run_id=run_id, run_name=run_name):
+    run_name = None if run_id else runs.run_name(params.train)
+    with runs.run(params.tracking.experiment, stage="evaluate", run_id=run_id, run_name=run_name):
         if run_id is None:
             adopt(params, card, model, images)
-        tracking.log_metrics({"test/accuracy": result.accuracy, "test/loss": result.loss})
-        tracking.log_metrics({f"test/accuracy_class_{c}": a for c, a in enumerate(per_class) if a is not None})
+        runs.log_metrics({"test/accuracy": result.accuracy, "test/loss": result.loss})
+        runs.log_metrics({f"test/accuracy_class_{c}": a for c, a in enumerate(per_class) if a is not None})
         phases.mark("mlflow: find and resume the run, metrics")
         figure = figures.confusion_figure(result.confusion, f"{card['model']}: test accuracy {result.accuracy:.2%}")
-        tracking.log_figure(figure, "evaluation/confusion_matrix.png")
+        runs.log_figure(figure, "evaluation/confusion_matrix.png")
         phases.mark("confusion figure")
         with atomic_outputs() as stage:  # both, or neither
             write_predictions(stage(paths.predictions), labels.cpu(), result.predictions)

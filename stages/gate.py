@@ -19,11 +19,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from mnistcnn import baseline, cli, config, verdict
+from mnistcnn import cli
+from mnistcnn.gate import baseline, verdict
+from mnistcnn.gate.verdict import CANNOT_JUDGE, CannotJudge, Verdict
 from mnistcnn.outputs import DataError, atomic_path
-from mnistcnn.config import ParamsError
-from mnistcnn.schema import Params
-from mnistcnn.verdict import CANNOT_JUDGE, CannotJudge, Verdict
+from mnistcnn.params import config
+from mnistcnn.params.config import ParamsError
+from mnistcnn.params.schema import Params
 
 
 def assess(sha: str, params: Params) -> Verdict:

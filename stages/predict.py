@@ -13,7 +13,7 @@ keeping its aspect ratio, and padded with black. Nothing is cropped or centred: 
 the digit as MNIST does, centred, filling about 20 of the 28 pixels.
 
 The default model is `models:/<promote.model_name>@<promote.alias>` (params.yaml)
-in the tracking store mnistcnn.tracking uses. Every file is read before the model
+in the tracking store mnistcnn.tracking.runs uses. Every file is read before the model
 is loaded (MLflow is imported only then), so an unreadable file fails in a moment.
 """
 
@@ -25,8 +25,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from mnistcnn import cli, config, mnist
+from mnistcnn import cli
+from mnistcnn.data import mnist
 from mnistcnn.outputs import DataError
+from mnistcnn.params import config
 
 GZIP_MAGIC, IDX_IMAGES_MAGIC = b"\x1f\x8b", b"\x00\x00\x08\x03"  # IDX: unsigned bytes, 3 dimensions
 PICTURE_FORMATS = ("PNG", "JPEG")
@@ -88,10 +90,11 @@ def main(argv: list[str] | None = None) -> None:
         batches.append(images)
     uri = args.model or config.load().promote.model_uri
 
-    from mnistcnn import serving, tracking  # MLflow loads here, once every file has been read
+    from mnistcnn.serving import classifier  # MLflow loads here, once every file has been read
+    from mnistcnn.tracking import runs
 
-    tracking.connect()
-    results = serving.predict(serving.load(uri), np.concatenate(batches))
+    runs.connect()
+    results = classifier.predict(classifier.load(uri), np.concatenate(batches))
     for name, digit, probabilities in zip(names, results["digit"], results["probabilities"]):
         print(f"{name}: {digit} ({probabilities[digit]:.3f})")
 

@@ -4,7 +4,7 @@
 `make gate`). Into the MLflow Model Registry of the tracking store (mlruns/ or
 $MLFLOW_TRACKING_URI) under params.yaml's `promote.model_name`, it registers the
 served form of the model (raw pixels in, digit and probabilities out:
-mnistcnn/serving.py), logged into the run that trained it, and moves
+mnistcnn/serving/classifier.py), logged into the run that trained it, and moves
 `promote.alias` (default `champion`) to that version, which `make serve` serves.
 
 It refuses, exit 1, registry unchanged, when the gate does not pass, when the
@@ -17,9 +17,14 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from mnistcnn import baseline, cli, config, registry, tracking, verdict, weights
+from mnistcnn import cli
+from mnistcnn.gate import baseline, verdict
+from mnistcnn.gate.verdict import CannotJudge
+from mnistcnn.model import weights
 from mnistcnn.outputs import read_json
-from mnistcnn.verdict import CannotJudge
+from mnistcnn.params import config
+from mnistcnn.serving import registry
+from mnistcnn.tracking import runs
 from stages.gate import assess
 
 
@@ -55,7 +60,7 @@ def committed(*paths: str) -> str:
 def promote(params) -> str:
     """Register (or find) the version for the current model and move the alias to it; returns a summary."""
     paths, name, alias = params.paths, params.promote.model_name, params.promote.alias
-    uri = tracking.connect()
+    uri = runs.connect()
     refused = registry.registration_refused(uri, name)
     if refused is not None:
         raise Refused(refused)
@@ -63,7 +68,7 @@ def promote(params) -> str:
     commit = committed("dvc.lock", str(paths.test_metrics), "params.yaml")
     card = read_json(paths.model_card, produced_by="train")
     weights.load_model(card, paths.model, paths.model_card)  # the weights are the card's, or DataError
-    run_id = tracking.training_run(params.tracking.experiment, card["weights_sha256"])
+    run_id = runs.training_run(params.tracking.experiment, card["weights_sha256"])
     if run_id is None:
         raise Refused(f"{uri} holds no run that trained {paths.model} (weights.sha256 {card['weights_sha256'][:12]}…): "
                       "run `make repro` against this store first (evaluate records a pulled model's run)")
@@ -75,14 +80,14 @@ def promote(params) -> str:
         moved = "already pointed at it" if before == str(found.version) else f"moved from version {before} to it"
         return f"{name} version {found.version} already holds these weights: no new version; @{alias} {moved}"
 
-    from mnistcnn import serving  # noqa: PLC0415 (only when there is a model to log)
+    from mnistcnn.serving import classifier  # noqa: PLC0415 (only when there is a model to log)
 
     metrics = read_json(paths.test_metrics, produced_by="evaluate")
     validation = read_json(paths.train_metrics, produced_by="train").get("val_accuracy")
-    with tracking.run(params.tracking.experiment, stage="promote", run_id=run_id):
-        model_uri = serving.log_served_model(paths.model, paths.model_card)
+    with runs.run(params.tracking.experiment, stage="promote", run_id=run_id):
+        model_uri = classifier.log_served_model(paths.model, paths.model_card)
     tags = {"git.commit": commit, "params.digest": config.digest(params.train),
-            "dataset.digest": card["dataset_digest"], tracking.WEIGHTS_TAG: card["weights_sha256"],
+            "dataset.digest": card["dataset_digest"], runs.WEIGHTS_TAG: card["weights_sha256"],
             "test.accuracy": metrics["accuracy"], "param_count": card["params"], "macs": card["macs"],
             "model": card["model"], "arch.digest": config.digest(card["arch"]), "gate": f"PASS against {label}",
             **({"val.accuracy": validation} if validation is not None else {})}

@@ -1,7 +1,7 @@
 """Print a recipe as `dvc exp run` flags: `dvc exp run $(python -m stages.recipe tiny10k)`.
 
 `make exp RECIPE=name` runs it. The recipe (recipes/<name>.yaml, see
-mnistcnn.recipes) is validated over params.yaml first, so a bad recipe names
+mnistcnn.params.recipes) is validated over params.yaml first, so a bad recipe names
 its key and what is allowed, and no experiment starts.
 """
 
@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import sys
 
-from mnistcnn import cli, recipes
-from mnistcnn.config import ParamsError
+from mnistcnn import cli
+from mnistcnn.params import recipes
+from mnistcnn.params.config import ParamsError
 
 
 def main() -> None:

@@ -24,9 +24,11 @@ import yaml
 
 # torch and MLflow (mnist, reproducible, study_runs, tracking) are imported once the params and the
 # storage are checked: seconds on a busy machine, and a storage that does not answer fails first.
-from mnistcnn import cli, config, search, studies
-from mnistcnn.config import ParamsError
+from mnistcnn import cli
 from mnistcnn.outputs import atomic_path, read_json
+from mnistcnn.params import config
+from mnistcnn.params.config import ParamsError
+from mnistcnn.search import search, studies
 
 
 def arguments() -> argparse.Namespace:
@@ -47,7 +49,7 @@ def arguments() -> argparse.Namespace:
 
 def load_data(params, device) -> search.Data:
     """The training images, split as the train stage splits them; the test file is never opened."""
-    from mnistcnn import mnist  # noqa: PLC0415
+    from mnistcnn.data import mnist  # noqa: PLC0415
     provenance = read_json(params.paths.provenance, produced_by="download")
     data = mnist.load_split(params.paths.train_data, "train", provenance, params.paths.provenance)
     (images, labels), held_out = mnist.train_and_validation(data, params.train.validation, device)
@@ -68,7 +70,7 @@ def write_recipe(path: Path, study: str, best, storage: str) -> None:
 
 
 def report(trial, started: float) -> str:
-    from mnistcnn import study_runs  # noqa: PLC0415
+    from mnistcnn.search import study_runs  # noqa: PLC0415
     outcome = study_runs.outcome(trial)
     value = f"validation accuracy {trial.value:.4f}" if trial.value is not None else ""
     curve = trial.user_attrs.get("val_curve") or [{}]
@@ -97,7 +99,7 @@ class Records:
         self.started = time.monotonic()
 
     def trial(self, study, trial, ended_by: str = "") -> None:
-        from mnistcnn import study_runs  # noqa: PLC0415
+        from mnistcnn.search import study_runs  # noqa: PLC0415
         study_runs.log_trial(self.experiment, self.parent, self.study, trial,
                              {**self.tags, **({"trial.ended_by": ended_by} if ended_by else {})})
         if not ended_by:
@@ -116,9 +118,11 @@ def search_study(args: argparse.Namespace) -> int:
     url = studies.storage_url(args.storage, Path.cwd())
     records = Records(params.tracking.experiment, name)
     study = search.open_study(name, studies.open_storage(url, settings.heartbeat, records.stale), settings, space.base)
-    from mnistcnn import engine, reproducible, study_runs, tracking  # noqa: PLC0415 (now: see the imports)
+    from mnistcnn.training import engine, reproducible  # noqa: PLC0415 (now: see the imports)
+    from mnistcnn.search import study_runs
+    from mnistcnn.tracking import runs
 
-    tracking.connect()
+    runs.connect()
     reproducible.configure(params.train.threads, params.train.kernels)  # before any tensor work, as train
     device = engine.pick_device(params.train.device)
     data = load_data(params, device)
@@ -153,7 +157,7 @@ def search_study(args: argparse.Namespace) -> int:
 
 def finish(study, name: str, parent: str, url: str) -> int:
     """Draw the study on its parent run; write the winner's recipe and say how to run it."""
-    from mnistcnn import study_runs  # noqa: PLC0415
+    from mnistcnn.search import study_runs  # noqa: PLC0415
     best = search.best(study)
     drawn = study_runs.log_study(parent, study, best)
     if best is None:

@@ -6,8 +6,8 @@ The model is `models:/<promote.model_name>@<promote.alias>` in the tracking stor
 or $MLFLOW_TRACKING_URI), as `make promote` left it, or $MODEL_URI / --model
 (models:/NAME@ALIAS or models:/NAME/VERSION). Of that version only the weights and the
 model card are downloaded, and served only once they are the files a commit of main
-trained (mnistcnn/trusted.py); the code that scores them is this checkout's, never the
-registry's. The scoring server is MLflow's app behind guards (mnistcnn/scoring.py).
+trained (mnistcnn/serving/trusted.py); the code that scores them is this checkout's, never the
+registry's. The scoring server is MLflow's app behind guards (mnistcnn/serving/scoring_server.py).
 Clients POST raw pixels to /invocations; see the README's "Serving" section.
 """
 
@@ -19,8 +19,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from mnistcnn import cli, config, registry, scoring, serving, tracking, trusted
+from mnistcnn import cli
 from mnistcnn.outputs import DataError
+from mnistcnn.params import config
+from mnistcnn.serving import registry, scoring_server, classifier, trusted
+from mnistcnn.tracking import runs
 
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m stages.serve", description=__doc__.splitlines()[0])
@@ -49,7 +52,7 @@ def verified(uri: str, paths, trusted_branch: str, folder: Path) -> tuple[str, P
         commit = trusted.check(version.tags, files, weights, trusted_branch, Path.cwd())
     except trusted.Untrusted as err:
         raise DataError(f"refused to serve {label}: {err}") from None
-    model = serving.save_served_model(files[weights], files[card], folder / "served")
+    model = classifier.save_served_model(files[weights], files[card], folder / "served")
     return f"{label} (weights of commit {commit[:7]} on {trusted_branch})", model
 
 
@@ -57,12 +60,12 @@ def main() -> int:
     args = arguments()
     params = config.load()
     uri = args.model or params.promote.model_uri
-    store = tracking.connect()  # a tracking server must answer, and take our credentials, first
+    store = runs.connect()  # a tracking server must answer, and take our credentials, first
     with tempfile.TemporaryDirectory(prefix="mnistcnn-serve-") as folder:
         label, model = verified(uri, params.paths, args.trusted, Path(folder))
         print(f"serving {label} from {store} at http://{args.host}:{args.port}/invocations "
               f"({args.workers} workers)", flush=True)
-        scoring.run(str(model), args.host, args.port, args.workers)
+        scoring_server.run(str(model), args.host, args.port, args.workers)
     return 0
 
 

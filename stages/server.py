@@ -6,7 +6,7 @@
 
 Then MLFLOW_TRACKING_URI=http://127.0.0.1:5001, with a user's MLFLOW_TRACKING_USERNAME and
 MLFLOW_TRACKING_PASSWORD, sends every stage's run there. add-user prints the new teammate's
-password, once. See mnistcnn/server.py for what the folder holds, mnistcnn/access.py for who
+password, once. See mnistcnn/team/tracking_server.py for what the folder holds, mnistcnn/team/access.py for who
 may do what.
 """
 
@@ -17,7 +17,8 @@ import os
 import sys
 from pathlib import Path
 
-from mnistcnn import access, config, server, ui
+from mnistcnn.params import config
+from mnistcnn.team import access, tracking_server, ui
 
 
 def main() -> int:
@@ -34,14 +35,14 @@ def main() -> int:
     params = config.load()
     try:
         if args.action == "stop":
-            stopped = server.stop(args.folder)
+            stopped = tracking_server.stop(args.folder)
             print("stopped " + " and ".join(stopped) if stopped else f"no server of {args.folder} was running")
             return 0
         if args.action == "add-user":
             return add_user(args)
-        running = server.start(args.folder, args.host, args.port, study_port=args.study_port,
+        running = tracking_server.start(args.folder, args.host, args.port, study_port=args.study_port,
                                allowed_hosts=args.allowed_hosts, model_name=params.promote.model_name)
-    except (server.ServerError, access.AccessError) as err:
+    except (tracking_server.ServerError, access.AccessError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     report(running, params.tracking.experiment)
@@ -59,12 +60,12 @@ def add_user(args) -> int:
     return 0
 
 
-def report(running: server.Server, experiment: str) -> None:
+def report(running: tracking_server.Server, experiment: str) -> None:
     """What the server is, and how each kind of user reaches it."""
     os.environ.update({"MLFLOW_TRACKING_URI": running.url, **access.credentials(running.folder, access.ADMIN)})
-    from mnistcnn import tracking  # noqa: PLC0415 (seconds to import: not for `stop`)
+    from mnistcnn.tracking import runs  # noqa: PLC0415 (seconds to import: not for `stop`)
 
-    runs = ui.runs_table_url(running.url, tracking.open_experiment(experiment), tracking.VIEW)
+    runs = ui.runs_table_url(running.url, runs.open_experiment(experiment), runs.VIEW)
     print(f"MLflow tracking server at {running.url} (PostgreSQL backend, data in {running.folder}); every request "
           f"needs a user and password\n"
           f"  log runs there:  export MLFLOW_TRACKING_URI={running.url}\n"

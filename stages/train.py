@@ -7,16 +7,21 @@ Outputs (paths in params.yaml): the weights as a state dict (load it with
 SHA-256, the final train and validation metrics, the per-epoch history and the
 validation curve. None of
 them names the MLflow run, which differs from one reproduction to the next: the
-run is tagged with the weights' SHA-256 and found by it (tracking.training_run).
+run is tagged with the weights' SHA-256 and found by it (runs.training_run).
 """
 
 from __future__ import annotations
 
 import sys
 
-from mnistcnn import arch, cli, config, engine, mnist, models, phases, reproducible, tracking
+from mnistcnn import cli, phases
+from mnistcnn.data import mnist
+from mnistcnn.model import arch, models
 from mnistcnn.outputs import atomic_outputs, read_json, save_torch, sha256_file, write_json
-from mnistcnn.schema import PathsParams
+from mnistcnn.params import config
+from mnistcnn.params.schema import PathsParams
+from mnistcnn.tracking import runs
+from mnistcnn.training import engine, reproducible
 
 
 def write_outputs(paths: PathsParams, model, card: dict, history: list[dict], scores: list[dict]) -> None:
@@ -26,7 +31,7 @@ def write_outputs(paths: PathsParams, model, card: dict, history: list[dict], sc
         weights = stage(paths.model)
         save_torch(model.cpu().state_dict(), weights)
         card = {**card, "weights_sha256": sha256_file(weights)}  # evaluate checks the weights by it
-        tracking.set_tags({tracking.WEIGHTS_TAG: card["weights_sha256"]})  # the run is found by it
+        runs.set_tags({runs.WEIGHTS_TAG: card["weights_sha256"]})  # the run is found by it
         write_json(stage(paths.model_card), card)
         write_json(stage(paths.train_history), history)
         write_json(stage(paths.val_history), scores)
@@ -38,7 +43,7 @@ def write_outputs(paths: PathsParams, model, card: dict, history: list[dict], sc
 def main() -> None:
     params = config.load()
     train, paths = params.train, params.paths
-    tracking.connect()  # before any work: a tracking server that is down fails the stage in seconds
+    runs.connect()  # before any work: a tracking server that is down fails the stage in seconds
     reproducible.configure(train.threads, train.kernels)  # before any tensor work, which fixes the kernels
     provenance = read_json(paths.provenance, produced_by="download")
     data = mnist.load_split(paths.train_data, "train", provenance, paths.provenance)  # never the test file
@@ -60,22 +65,22 @@ def main() -> None:
     def on_epoch(row: dict, seconds: float) -> None:
         print(f"train: epoch {row['epoch']}/{train.epochs} loss {row['loss']:.4f} "
               f"accuracy {row['accuracy']:.4f} ({seconds:.1f} s)", file=sys.stderr)
-        tracking.log_metrics({"train/loss": row["loss"], "train/accuracy": row["accuracy"],
+        runs.log_metrics({"train/loss": row["loss"], "train/accuracy": row["accuracy"],
                               "train/epoch_seconds": seconds}, step=row["step"])
 
     def on_score(row: dict) -> None:
         scores.append(row)
         print(f"train: step {row['step']} (epoch {row['epoch']:.2f}) validation loss {row['loss']:.4f} "
               f"accuracy {row['accuracy']:.4f}", file=sys.stderr)
-        tracking.log_metrics({"val/loss": row["loss"], "val/accuracy": row["accuracy"]}, step=row["step"])
+        runs.log_metrics({"val/loss": row["loss"], "val/accuracy": row["accuracy"]}, step=row["step"])
 
-    with tracking.run(params.tracking.experiment, stage="train", run_name=tracking.run_name(train)):
-        tracking.log_params({**config.as_dict(train), "arch": declared.model_dump(), "dropout": dropout,
+    with runs.run(params.tracking.experiment, stage="train", run_name=runs.run_name(train)):
+        runs.log_params({**config.as_dict(train), "arch": declared.model_dump(), "dropout": dropout,
                              "param_count": n_params, "macs": macs})
-        tracking.set_tags({**reproducible.environment(device, images, train.threads), "model": train.model,
+        runs.set_tags({**reproducible.environment(device, images, train.threads), "model": train.model,
                            "arch.digest": config.digest(declared), "params.digest": config.digest(train),
                            "dataset.digest": provenance["digest"]})
-        tracking.log_dataset_input(provenance, paths.train_data, context="training")
+        runs.log_dataset_input(provenance, paths.train_data, context="training")
         held = f", {len(validation[1]):,} held out for validation" if validation else ", none held out"
         print(f"train: {train.model} ({n_params:,} parameters, {macs / 1e6:.2f}M multiply-adds per image) "
               f"on {device}, {len(labels):,} images{held}, {train.epochs} epoch(s)", file=sys.stderr)
@@ -85,9 +90,9 @@ def main() -> None:
         if kernels:
             print(f"train: ran without a deterministic kernel: {', '.join(sorted(kernels))}; "
                   "the weights may differ between runs", file=sys.stderr)
-            tracking.set_tags(reproducible.determinism(kernels))
+            runs.set_tags(reproducible.determinism(kernels))
         phases.mark("training loop")
-        tracking.log_model(model, images[:tracking.EXAMPLE_IMAGES])
+        runs.log_model(model, images[:runs.EXAMPLE_IMAGES])
         phases.mark("mlflow: model export and logging")
 
         card = {"model": train.model, "arch": declared.model_dump(), "dropout": dropout, "params": n_params,

@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from mnistcnn import ui
+from mnistcnn.team import ui
 
 
 class Browser:

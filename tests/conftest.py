@@ -22,7 +22,7 @@ import pytest
 import torch
 import yaml
 
-from mnistcnn import kernels
+from mnistcnn.training import kernels
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -179,7 +179,7 @@ def empty_store() -> Path:
     (Tests of what happens on a new store start without one.)"""
     folder = Path(tempfile.mkdtemp(prefix="mlflow-store-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    build = "import sys\nfrom mnistcnn import tracking\ntracking.connect()\ntracking.training_run('none', '0')\n"
+    build = "import sys\nfrom mnistcnn.tracking import runs\nruns.connect()\nruns.training_run('none', '0')\n"
     sh(sys.executable, "-c", build, cwd=folder,
        env=tool_env(PYTHONPATH=str(ROOT), MLFLOW_TRACKING_URI=f"sqlite:///{folder / 'mlflow.db'}"))
     return folder / "mlflow.db"
@@ -206,9 +206,9 @@ def pytest_configure(config) -> None:
 
 def pytest_unconfigure(config) -> None:
     if not hasattr(config, "workerinput") and SHARED_SERVER in os.environ:
-        from mnistcnn import server  # noqa: PLC0415 (only where a server may have run)
+        from mnistcnn.team import tracking_server  # noqa: PLC0415 (only where a server may have run)
 
-        server.stop(Path(os.environ.pop(SHARED_SERVER)))
+        tracking_server.stop(Path(os.environ.pop(SHARED_SERVER)))
 
 
 @pytest.fixture(scope="session")
@@ -217,12 +217,12 @@ def team_server():
     one for the whole test run: the first test that needs it starts it, on whichever worker; the
     others find it running; the run's controller stops it at the end. Its modules keep out of each
     other's way: each has users, experiments, studies and a registered model of its own."""
-    from mnistcnn import server  # noqa: PLC0415
+    from mnistcnn.team import tracking_server  # noqa: PLC0415
 
     folder = Path(os.environ[SHARED_SERVER])
     with open(folder / "start.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one worker starts it; the next waits, then finds it running
-        return server.start(folder, "127.0.0.1", free_port(), study_port=free_port())
+        return tracking_server.start(folder, "127.0.0.1", free_port(), study_port=free_port())
 
 
 def make_repo(tmp: Path, store: bool = True) -> tuple[Path, dict[str, str]]:

@@ -18,7 +18,8 @@ from typing import Iterator
 import mlflow
 import psutil
 
-from mnistcnn import access, config
+from mnistcnn.params import config
+from mnistcnn.team import access
 from tests.conftest import sh, stored_runs
 
 QUEUE_TIMEOUT = 300  # seconds; two synthetic experiments take well under a minute
@@ -92,7 +93,7 @@ def login(user: str, password: str) -> dict[str, str]:
 
 
 def as_admin(team) -> None:
-    """Let `rest` call `team` (an mnistcnn.server.Server) as its admin."""
+    """Let `rest` call `team` (an mnistcnn.team.tracking_server.Server) as its admin."""
     ADMINS[team.url] = access.credentials(team.folder, access.ADMIN)
 
 

@@ -1,5 +1,5 @@
 """Only the team gets in, and only the promoter moves the champion: the real team server (MLflow's
-authentication app on PostgreSQL, `mnistcnn.server`), attacked over HTTP, and its UI logged in to in
+authentication app on PostgreSQL, `mnistcnn.team.tracking_server`), attacked over HTTP, and its UI logged in to in
 headless Chromium."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 import pytest
 import requests
 
-from mnistcnn import access, server, ui
+from mnistcnn.team import access, tracking_server, ui
 from tests.browser import Browser
 from tests.conftest import ROOT, free_port
 
@@ -30,7 +30,7 @@ def team(team_server):
     return team_server, add_user(team_server, TEAMMATE)
 
 
-def add_user(team: server.Server, name: str) -> tuple[str, str]:
+def add_user(team: tracking_server.Server, name: str) -> tuple[str, str]:
     """`python -m stages.server add-user NAME`; the login it prints."""
     added = subprocess.run([sys.executable, "-m", "stages.server", "add-user", name, "--folder", str(team.folder),
                             "--port", str(team.port)], cwd=ROOT, capture_output=True, text=True)
@@ -38,7 +38,7 @@ def add_user(team: server.Server, name: str) -> tuple[str, str]:
     return name, re.search(r"MLFLOW_TRACKING_PASSWORD=(\S+)", added.stdout).group(1)
 
 
-def login_of(team: server.Server, user: str) -> tuple[str, str]:
+def login_of(team: tracking_server.Server, user: str) -> tuple[str, str]:
     found = access.credentials(team.folder, user)
     return found["MLFLOW_TRACKING_USERNAME"], found["MLFLOW_TRACKING_PASSWORD"]
 
@@ -125,8 +125,8 @@ def test_add_user_refuses_the_servers_own_users_and_an_existing_name(team):
 
 
 def test_binding_beyond_loopback_needs_the_allowed_hosts(tmp_path):
-    with pytest.raises(server.ServerError, match="--allowed-hosts"):
-        server.start(tmp_path, "0.0.0.0", free_port())
+    with pytest.raises(tracking_server.ServerError, match="--allowed-hosts"):
+        tracking_server.start(tmp_path, "0.0.0.0", free_port())
     assert not (tmp_path / "postgres").exists()  # refused before anything started
 
 

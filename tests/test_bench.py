@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from benchmarks import bench, loops, pipeline
-from mnistcnn import mnist, models
+from mnistcnn.data import mnist
+from mnistcnn.model import models
 from mnistcnn.outputs import save_torch, sha256_file
 from tests.conftest import FILE_NAMES, ROOT, write_mnist
 

@@ -20,9 +20,9 @@ NOT_DEPENDENCIES = {
     "mnistcnn/phases.py": "timestamps for the benchmark, written only where $MNISTCNN_PHASES says",
 }
 DOWNLOAD_NOT_DEPENDENCIES = {  # the schema takes its lists of choices from these three
-    "mnistcnn/optim.py": "the optimiser and schedule names in the schema",
-    "mnistcnn/models.py": "the model names in the schema",
-    "mnistcnn/kernels.py": "the kernel modes' names in the schema (download decodes bytes, no arithmetic)",
+    "mnistcnn/training/optim.py": "the optimiser and schedule names in the schema",
+    "mnistcnn/model/models.py": "the model names in the schema",
+    "mnistcnn/training/kernels.py": "the kernel modes' names in the schema (download decodes bytes, no arithmetic)",
 }
 
 
@@ -101,15 +101,15 @@ def status(repo, env) -> dict:
 
 
 @pytest.mark.parametrize("edited, rerun", [
-    ("mnistcnn/verdict.py", set()),  # the gate's rules: judge again, train nothing
-    ("mnistcnn/baseline.py", set()),
+    ("mnistcnn/gate/verdict.py", set()),  # the gate's rules: judge again, train nothing
+    ("mnistcnn/gate/baseline.py", set()),
     ("stages/gate.py", set()),
     ("mnistcnn/cli.py", set()),
     ("mnistcnn/phases.py", set()),
-    ("mnistcnn/engine.py", {"train", "evaluate"}),
-    ("mnistcnn/kernels.py", {"train", "evaluate"}),  # the CPU code paths
+    ("mnistcnn/training/engine.py", {"train", "evaluate"}),
+    ("mnistcnn/training/kernels.py", {"train", "evaluate"}),  # the CPU code paths
     ("mnistcnn/outputs.py", {"download", "train", "evaluate"}),  # the bytes of every saved file
-    ("mnistcnn/weights.py", {"evaluate"}),
+    ("mnistcnn/model/weights.py", {"evaluate"}),
     ("requirements.lock", {"download", "train", "evaluate"}),
 ])
 def test_an_edit_reruns_exactly_the_stages_whose_result_it_can_change(committed, edited, rerun):

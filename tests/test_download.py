@@ -11,8 +11,10 @@ import pytest
 import torch
 import yaml
 
-from mnistcnn import cli, config, mirrors as download, mnist
+from mnistcnn import cli
+from mnistcnn.data import mirrors as download, mnist
 from mnistcnn.outputs import DataError
+from mnistcnn.params import config
 from stages import download as download_stage
 from tests.conftest import FILE_NAMES, params_for, synthetic_split
 

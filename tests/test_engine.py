@@ -4,7 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from mnistcnn import engine, mnist, models, optim
+from mnistcnn.data import mnist
+from mnistcnn.model import models
+from mnistcnn.training import engine, optim
 from tests.conftest import synthetic_split
 
 pytestmark = pytest.mark.unit  # the fast tier: make test-fast
@@ -111,7 +113,7 @@ def test_auto_prefers_cuda_then_mps_then_the_cpu_and_an_explicit_device_is_honou
 
 
 # What torch hands to MKL's vector maths (ATen's vml.h), whose code and last bits depend on the CPU
-# whatever MKL is told (mnistcnn.kernels): training and evaluation must call none of them.
+# whatever MKL is told (mnistcnn.training.kernels): training and evaluation must call none of them.
 MKL_VECTOR_MATHS = {"acos", "asin", "atan", "cos", "erf", "erfc", "erfinv", "exp", "log", "log10", "log2", "sin",
                     "sqrt", "tan", "tanh", "trunc"}
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from mnistcnn import arch, models, weights
+from mnistcnn.model import arch, models, weights
 from mnistcnn.outputs import DataError, save_torch, sha256_file
 from stages import evaluate
 

@@ -12,8 +12,9 @@ import sys
 import pytest
 import yaml
 
-from mnistcnn import baseline, cli
-from mnistcnn.verdict import CannotJudge
+from mnistcnn import cli
+from mnistcnn.gate import baseline
+from mnistcnn.gate.verdict import CannotJudge
 from stages import gate
 from tests.conftest import ROOT, committed_params, copy_code, git_commit, init_repo, sh, tool_env
 

@@ -3,7 +3,7 @@ import gzip
 import pytest
 import torch
 
-from mnistcnn import mnist
+from mnistcnn.data import mnist
 from mnistcnn.outputs import DataError, save_torch, sha256_file
 from tests.conftest import FILE_NAMES, idx_bytes, synthetic_split
 
@@ -89,7 +89,7 @@ def test_normalize_standardises_and_adds_the_channel_axis():
 
 
 def test_file_names_are_the_ones_params_yaml_lists():
-    from mnistcnn import config
+    from mnistcnn.params import config
     from tests.conftest import committed_params
     listed = config.load(committed_params()).download.files
     assert {k: f.name for k, f in listed.items()} == FILE_NAMES

@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from mnistcnn import arch, config, models
+from mnistcnn.model import arch, models
+from mnistcnn.params import config
 
 pytestmark = pytest.mark.unit  # the fast tier: make test-fast
 

@@ -3,7 +3,7 @@ import copy
 import pytest
 import yaml
 
-from mnistcnn import config, schema
+from mnistcnn.params import config, schema
 from tests.conftest import ROOT, committed_params
 
 pytestmark = pytest.mark.unit  # the fast tier: make test-fast
@@ -144,7 +144,8 @@ def test_every_bad_value_is_named_at_once():
 
 def test_the_choices_offered_are_the_registries():
     """A model, optimiser or schedule added to its registry is accepted with no other change."""
-    from mnistcnn import models, optim
+    from mnistcnn.model import models
+    from mnistcnn.training import optim
     for key, registry in (("model", (*models.NAMED, "declared")), ("optimizer", optim.OPTIMIZERS),
                           ("schedule", optim.SCHEDULES)):
         raw = copy.deepcopy(VALID)

@@ -12,7 +12,8 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
-from mnistcnn import cli, config
+from mnistcnn import cli
+from mnistcnn.params import config
 from stages import download, evaluate, train
 from tests.conftest import committed_params
 

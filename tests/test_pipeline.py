@@ -10,7 +10,8 @@ import textwrap
 import pytest
 import yaml
 
-from mnistcnn import config, kernels
+from mnistcnn.params import config
+from mnistcnn.training import kernels
 from tests.conftest import git_commit, make_repo, sh, stored_runs
 
 
@@ -63,8 +64,9 @@ def test_one_mlflow_run_holds_params_curves_metrics_dataset_and_model(repo):
     metrics = json.loads((repo / "metrics/test.json").read_text())
     check = textwrap.dedent(f"""
         import json, mlflow, torch
-        from mnistcnn import mnist, tracking
-        run = mlflow.get_run(tracking.training_run("mnist-compact-cnn", {card['weights_sha256']!r}))
+        from mnistcnn.data import mnist
+        from mnistcnn.tracking import runs
+        run = mlflow.get_run(runs.training_run("mnist-compact-cnn", {card['weights_sha256']!r}))
         client = mlflow.MlflowClient()
         model = mlflow.pyfunc.load_model(f"runs:/{{run.info.run_id}}/model")
         data = mnist.load_split("data/test.pt", "test", json.load(open("data/provenance.json")), "data/provenance.json")

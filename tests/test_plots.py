@@ -19,7 +19,7 @@ import configobj
 import pytest
 import yaml
 
-from mnistcnn import ui
+from mnistcnn.team import ui
 from plots import offline
 from tests.browser import Browser
 from tests.conftest import ROOT, git_commit, init_repo, sh, tool_env

@@ -7,7 +7,7 @@ import mlflow
 import psycopg2
 import pytest
 
-from mnistcnn import access, postgres, server
+from mnistcnn.team import access, postgres, tracking_server
 from tests.conftest import free_port, server_folder
 from tests.helpers import as_admin, login, server_runs
 
@@ -18,7 +18,7 @@ EXPERIMENT = "mnist-compact-cnn"
 def folder():
     folder = server_folder()
     yield folder
-    server.stop(folder)
+    tracking_server.stop(folder)
 
 
 def version_and_rows(url: str) -> tuple[str, list]:
@@ -50,7 +50,7 @@ def test_a_cluster_that_postgresql_16_made_keeps_its_version_and_its_data(folder
     study = postgres.start(folder, "127.0.0.1", port)[2]
     with psycopg2.connect(study) as connection, connection.cursor() as cursor:
         cursor.execute("CREATE TABLE kept (n int); INSERT INTO kept VALUES (7)")
-    server.stop(folder)
+    tracking_server.stop(folder)
     version, rows = version_and_rows(postgres.start(folder, "127.0.0.1", port)[2])
     assert version.startswith("16.") and rows == [(7,)]
     assert (pgdata / "PG_VERSION").read_text().strip() == "16"
@@ -59,7 +59,7 @@ def test_a_cluster_that_postgresql_16_made_keeps_its_version_and_its_data(folder
 def test_a_restart_keeps_every_run_and_every_user(monkeypatch):
     # on a server of its own: the run's shared one stays up for the tests beside this one
     folder = server_folder()
-    started = server.start(folder, "127.0.0.1", free_port(), workers=1)
+    started = tracking_server.start(folder, "127.0.0.1", free_port(), workers=1)
     try:
         as_admin(started)
         carol = login("carol", access.add_teammate(started.url, folder, "carol"))
@@ -71,11 +71,11 @@ def test_a_restart_keeps_every_run_and_every_user(monkeypatch):
         client.set_terminated(run)
         before = server_runs(started.url, EXPERIMENT)
         assert [(r["id"], r["status"], r["metrics"]) for r in before] == [(run, "FINISHED", {"test/accuracy": 0.75})]
-        assert len(server.stop(folder)) == 2  # the MLflow server and PostgreSQL
+        assert len(tracking_server.stop(folder)) == 2  # the MLflow server and PostgreSQL
         with pytest.raises(OSError):
             urllib.request.urlopen(f"{started.url}/health", timeout=3)
-        restarted = server.start(folder, started.host, started.port, workers=1)
+        restarted = tracking_server.start(folder, started.host, started.port, workers=1)
         assert server_runs(restarted.url, EXPERIMENT) == before  # and the admin's login: rest() logs in with it
         assert client.get_run(run).data.metrics == {"test/accuracy": 0.75}  # and the teammate's
     finally:
-        server.stop(folder)
+        tracking_server.stop(folder)

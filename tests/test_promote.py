@@ -15,9 +15,10 @@ import torch
 import yaml
 
 from benchmarks import load
-from mnistcnn import mnist, scoring, serving
-from mnistcnn import registry as mnistcnn_registry
+from mnistcnn.data import mnist
 from mnistcnn.outputs import save_torch, sha256_file, write_json
+from mnistcnn.serving import registry as mnistcnn_registry
+from mnistcnn.serving import scoring_server, classifier
 from tests.conftest import git_commit, make_repo, sh
 from tests.helpers import using
 
@@ -234,7 +235,7 @@ def test_abuse_is_refused_or_cut_off_in_seconds_and_others_are_served_meanwhile(
     expected = {"50 MB body, declared": "413", "50 MB body, chunked": "413", "JSON 100,000 deep": "400",
                 "headers a byte a second": "closed", "body a byte a second": "408"}[name]
     assert expected in outcome["outcome"], outcome
-    limit = scoring.BODY_TIMEOUT if "body a byte" in name else scoring.HEADER_TIMEOUT
+    limit = scoring_server.BODY_TIMEOUT if "body a byte" in name else scoring_server.HEADER_TIMEOUT
     assert outcome["seconds"] <= limit + 3, outcome
     assert good["errors"] == 0 and good["answers"] > 0, good
     print(f"{name}: {outcome}; {load.megabytes(memory)}")
@@ -256,7 +257,7 @@ def tampered(repo, folder, commit: str | None, change_weights: bool) -> tuple[st
         save_torch(state, weights)
         write_json(card, {**json.loads((repo / "models/model.json").read_text()), "weights_sha256": sha256_file(weights)})
         with mlflow.start_run(experiment_id=client.get_run(champion.run_id).info.experiment_id) as run:
-            model_uri = serving.log_served_model(weights, card)
+            model_uri = classifier.log_served_model(weights, card)
         tags = {**champion.tags, "weights.sha256": sha256_file(weights), "git.commit": commit or ""}
         version = mnistcnn_registry.register(NAME, model_uri, run.info.run_id, tags, description="tampered")
         mnistcnn_registry.move_alias(NAME, ALIAS, version.version)

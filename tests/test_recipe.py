@@ -4,7 +4,7 @@ import sys
 import pytest
 import yaml
 
-from mnistcnn import config, recipes as recipe, schema
+from mnistcnn.params import config, recipes as recipe, schema
 from tests.conftest import ROOT, committed_params
 
 pytestmark = pytest.mark.unit  # the fast tier: make test-fast

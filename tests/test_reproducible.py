@@ -11,8 +11,11 @@ import warnings
 import pytest
 import torch
 
-from mnistcnn import config, engine, kernels, mnist, models, reproducible
+from mnistcnn.data import mnist
+from mnistcnn.model import models
 from mnistcnn.outputs import save_torch
+from mnistcnn.params import config
+from mnistcnn.training import engine, kernels, reproducible
 from tests.conftest import KERNEL_VARIABLES, ROOT, committed_params, synthetic_split
 
 TRAIN = config.load(committed_params()).train.model_copy(update=dict(model="cnn9k", batch_size=32, lr=0.01,
@@ -56,7 +59,7 @@ def test_configure_sets_the_thread_count_params_name_and_zero_keeps_the_default(
 
 def test_configure_does_not_import_the_compiler():
     # torch.use_deterministic_algorithms imports Inductor (0.8 s of each stage's start-up); configure must not
-    check = ("import sys, torch\nfrom mnistcnn import reproducible\nreproducible.configure(1)\n"
+    check = ("import sys, torch\nfrom mnistcnn.training import reproducible\nreproducible.configure(1)\n"
              "assert torch.are_deterministic_algorithms_enabled()\n"
              "assert torch.is_deterministic_algorithms_warn_only_enabled()\n"
              "print(sorted(m for m in sys.modules if m.startswith(('torch._inductor', 'torch._dynamo'))))\n")
@@ -112,7 +115,7 @@ def test_configure_flushes_denormals_the_slow_path_of_cpu_arithmetic():
 # The libraries' own account of the code they run: oneDNN's and MKL's verbose lines, torch's capability.
 PROBE = textwrap.dedent("""
     import json, sys, torch
-    from mnistcnn import kernels, reproducible
+    from mnistcnn.training import kernels, reproducible
     if sys.argv[1] != "unconfigured":
         reproducible.configure(2, sys.argv[1])
     x = torch.randn(8, 1, 28, 28, requires_grad=True)
@@ -161,7 +164,7 @@ def test_a_setting_of_the_user_wins_in_either_mode_and_is_recorded():
 def test_pins_that_come_after_torch_chose_its_kernels_are_refused():
     late = textwrap.dedent("""
         import os, torch
-        from mnistcnn import reproducible
+        from mnistcnn.training import reproducible
         torch.ones(2) + 1  # torch picks its vector kernels here, at the pinned AVX2 level
         os.environ["ATEN_CPU_CAPABILITY"] = "default"
         reproducible.configure(1, "portable")

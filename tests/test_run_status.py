@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnistcnn import tracking
+from mnistcnn.tracking import runs
 from tests.conftest import ROOT, git_commit, make_repo, params_for, sh, tool_env, stored_runs, write_mnist
 
 OUTPUTS = ("models/model.pt", "models/model.json", "metrics/train.json", "metrics/train_history.json",
@@ -52,7 +52,7 @@ def leftovers(folder):
 
 def test_a_stage_that_raises_leaves_its_run_failed_and_writes_nothing(workdir, tmp_path):
     folder = fresh_copy(workdir, tmp_path)
-    crash = ("from mnistcnn import cli, engine\nfrom stages import train\n"
+    crash = ("from mnistcnn import cli\nfrom mnistcnn.training import engine\nfrom stages import train\n"
              "def fail(*args, **kwargs): raise RuntimeError('boom')\n"
              "engine.train_epoch = fail\n"
              "cli.run(train.main)\n")
@@ -102,7 +102,7 @@ def test_a_run_ends_with_the_status_of_how_its_block_ended(tmp_path, monkeypatch
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))  # the default store goes under it
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     try:
-        with tracking.run("status", stage="test"):
+        with runs.run("status", stage="test"):
             ending()
     except (Exception, SystemExit, KeyboardInterrupt):
         pass
@@ -113,19 +113,19 @@ def test_a_resumed_run_keeps_the_start_and_end_of_its_training(tmp_path, monkeyp
     """Evaluate and promote log into the run that trained the model, seconds or hours later."""
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    with tracking.run("resumed", stage="train") as run_id:
+    with runs.run("resumed", stage="train") as run_id:
         pass
-    trained = tracking.mlflow.get_run(run_id).info
+    trained = runs.mlflow.get_run(run_id).info
     time.sleep(1.1)  # MLflow's times are in milliseconds
-    with tracking.run("resumed", stage="evaluate", run_id=run_id):
-        tracking.log_metrics({"test/accuracy": 0.99})
-    resumed = tracking.mlflow.get_run(run_id)
+    with runs.run("resumed", stage="evaluate", run_id=run_id):
+        runs.log_metrics({"test/accuracy": 0.99})
+    resumed = runs.mlflow.get_run(run_id)
     assert (resumed.info.start_time, resumed.info.end_time, resumed.info.status) == (
         trained.start_time, trained.end_time, "FINISHED")
     assert resumed.data.metrics["test/accuracy"] == 0.99 and resumed.data.tags["stage.evaluate"] == "ran"
-    with pytest.raises(ZeroDivisionError), tracking.run("resumed", stage="evaluate", run_id=run_id):
+    with pytest.raises(ZeroDivisionError), runs.run("resumed", stage="evaluate", run_id=run_id):
         1 / 0
-    failed = tracking.mlflow.get_run(run_id).info
+    failed = runs.mlflow.get_run(run_id).info
     assert (failed.end_time, failed.status) == (trained.end_time, "FAILED")
 
 
@@ -135,19 +135,19 @@ def test_identity_tags_name_the_commit_and_whether_tracked_files_differ(tmp_path
     sh("git", "init", "-q", cwd=repo)
     (repo / "code.py").write_text("x = 1\n")
     commit = git_commit(repo, "code")
-    assert tracking.identity_tags({}, root=repo) == {"git.commit": commit, "git.dirty": "false"}
+    assert runs.identity_tags({}, root=repo) == {"git.commit": commit, "git.dirty": "false"}
     (repo / "notes.txt").write_text("untracked files change no result\n")
-    assert tracking.identity_tags({}, root=repo)["git.dirty"] == "false"
+    assert runs.identity_tags({}, root=repo)["git.dirty"] == "false"
     (repo / "code.py").write_text("x = 2\n")
-    assert tracking.identity_tags({}, root=repo)["git.dirty"] == "true"
+    assert runs.identity_tags({}, root=repo)["git.dirty"] == "true"
 
 
 def test_identity_tags_say_unknown_where_git_cannot_be_asked(tmp_path):
-    assert tracking.identity_tags({}, root=tmp_path) == {"git.commit": "unknown", "git.dirty": "unknown"}
+    assert runs.identity_tags({}, root=tmp_path) == {"git.commit": "unknown", "git.dirty": "unknown"}
 
 
 def test_identity_tags_name_the_experiment_and_its_baseline_under_dvc_exp(tmp_path):
-    tags = tracking.identity_tags({"DVC_EXP_NAME": "sweep-1", "DVC_EXP_BASELINE_REV": "a" * 40}, root=tmp_path)
+    tags = runs.identity_tags({"DVC_EXP_NAME": "sweep-1", "DVC_EXP_BASELINE_REV": "a" * 40}, root=tmp_path)
     assert tags["dvc.exp_name"] == "sweep-1" and tags["git.commit"] == "a" * 40
 
 
@@ -155,22 +155,22 @@ def test_an_experiment_another_client_made_meanwhile_is_taken_not_an_error(tmp_p
     """Two search workers on one server hold no common lock: both may find no experiment and both
     create it. Here the other worker creates it, for real, between this one's lookup and create."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    lookup = tracking.mlflow.get_experiment_by_name
+    lookup = runs.mlflow.get_experiment_by_name
     theirs = []
 
     def late_lookup(name):
         if not theirs:  # the first lookup: not there yet, but made by the other worker just after
-            theirs.append(tracking.mlflow.MlflowClient().create_experiment(name))
+            theirs.append(runs.mlflow.MlflowClient().create_experiment(name))
             return None
         return lookup(name)
 
-    monkeypatch.setattr(tracking.mlflow, "get_experiment_by_name", late_lookup)
-    assert tracking.open_experiment("shared") == theirs[0]
+    monkeypatch.setattr(runs.mlflow, "get_experiment_by_name", late_lookup)
+    assert runs.open_experiment("shared") == theirs[0]
 
 
 def test_the_first_run_on_a_new_store_prints_nothing_of_mlflows_own(tmp_path):
     """MLflow announces at INFO that it creates a new store's tables: news to no one on a first run."""
-    start = "from mnistcnn import tracking\nwith tracking.run('quiet', stage='test'):\n    pass\n"
+    start = "from mnistcnn.tracking import runs\nwith runs.run('quiet', stage='test'):\n    pass\n"
     result = subprocess.run([sys.executable, "-c", start], env=env_for(tmp_path), cwd=tmp_path,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and (tmp_path / "mlruns/mlflow.db").exists()
@@ -190,8 +190,8 @@ def test_stages_starting_together_on_a_new_store_all_get_their_run(tmp_path):
 
     The test holds the lock while three stages start, so none may touch the store until it
     lets go; then all three start at once, the race made certain rather than left to chance."""
-    start = ("import sys\nfrom mnistcnn import tracking\n"
-             "with tracking.run('together', stage='test', run_name=sys.argv[1]):\n    pass\n")
+    start = ("import sys\nfrom mnistcnn.tracking import runs\n"
+             "with runs.run('together', stage='test', run_name=sys.argv[1]):\n    pass\n")
     store = tmp_path / "mlruns/mlflow.db"
     store.parent.mkdir()
     with open(f"{store}.lock", "a") as lock:
@@ -230,13 +230,13 @@ def test_a_run_whose_process_was_killed_is_ended_as_killed_by_the_next_stage(wor
     assert killed["status"] == "RUNNING" and killed["tags"]["run.pid"] == str(process.pid)
 
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # a run whose owner lives
-    other = tracking.owner.tags() | {"run.pid": str(live.pid), "run.pid_started": tracking.owner._started(live.pid)}
-    start = ("import sys, json, mlflow\nfrom mnistcnn import tracking\n"  # a run left RUNNING on purpose
-             "client = mlflow.MlflowClient(tracking.tracking_uri())\n"
+    other = runs.owner.tags() | {"run.pid": str(live.pid), "run.pid_started": runs.owner._started(live.pid)}
+    start = ("import sys, json, mlflow\nfrom mnistcnn.tracking import runs\n"  # a run left RUNNING on purpose
+             "client = mlflow.MlflowClient(runs.tracking_uri())\n"
              "client.create_run(client.create_experiment('alive'), tags=json.loads(sys.argv[1]))\n")
     try:
         sh(sys.executable, "-c", start, json.dumps(other), cwd=folder, env=env_for(folder))
-        sh(sys.executable, "-c", "from mnistcnn import tracking\nwith tracking.run('next', stage='next'):\n    pass\n",
+        sh(sys.executable, "-c", "from mnistcnn.tracking import runs\nwith runs.run('next', stage='next'):\n    pass\n",
            cwd=folder, env=env_for(folder))
         runs = {run["id"]: run for run in stored_runs(folder)}
         assert runs[killed["id"]]["status"] == "KILLED"

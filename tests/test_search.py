@@ -12,7 +12,8 @@ import optuna
 import pytest
 import yaml
 
-from mnistcnn import config, search, space
+from mnistcnn.params import config
+from mnistcnn.search import search, space
 from tests.conftest import ROOT, free_port, git_commit, make_repo, params_for, sh, stored_runs
 from tests.helpers import SEARCH, with_search
 

@@ -16,7 +16,8 @@ import pytest
 import yaml
 from mlflow.exceptions import MlflowException
 
-from mnistcnn import access, postgres, studies, study_runs
+from mnistcnn.search import studies, study_runs
+from mnistcnn.team import access, postgres
 from tests.conftest import git_commit, make_repo, sh
 from tests.helpers import SEARCH, with_search
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from mnistcnn import access
+from mnistcnn.team import access
 from tests import helpers
 from tests.conftest import git_commit, make_repo, sh
 from tests.helpers import as_admin, login, rest
@@ -73,7 +73,7 @@ def test_the_logged_model_loads_from_the_server_in_a_fresh_process_and_scores_th
     run = trained_run(tracking_server.url, repo)
     score = (
         "import json, sys, mlflow, torch\n"
-        "from mnistcnn import mnist\n"
+        "from mnistcnn.data import mnist\n"
         "model = mlflow.pyfunc.load_model(f'runs:/{sys.argv[1]}/model')\n"
         "data = mnist.load_split('data/test.pt', 'test', json.load(open('data/provenance.json')), 'data/provenance.json')\n"
         "out = model.predict(mnist.normalize(data['test_images']).numpy())\n"

@@ -6,7 +6,7 @@ import urllib.error
 import pytest
 import yaml
 
-from mnistcnn import access
+from mnistcnn.team import access
 from tests.conftest import git_commit, make_repo, sh
 from tests.helpers import as_admin, login, server_runs, start_queue, stop_workers, wait_for_queue
 

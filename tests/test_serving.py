@@ -1,4 +1,4 @@
-"""The served model (mnistcnn.serving) and the predict command that uses it, checked against the
+"""The served model (mnistcnn.serving.classifier) and the predict command that uses it, checked against the
 torch model they wrap: a cnn9k trained for seconds on the synthetic digits, logged to a throwaway
 SQLite store."""
 
@@ -21,9 +21,12 @@ import yaml
 from mlflow.exceptions import MlflowException
 from PIL import Image
 
-from mnistcnn import mnist, models, serving, tracking
-from mnistcnn.arch import NAMED
+from mnistcnn.data import mnist
+from mnistcnn.model import models
+from mnistcnn.model.arch import NAMED
 from mnistcnn.outputs import DataError, save_torch, sha256_file, write_json
+from mnistcnn.serving import classifier
+from mnistcnn.tracking import runs
 from stages import predict
 from tests.conftest import ROOT, idx_bytes, synthetic_split
 from tests.helpers import using
@@ -72,8 +75,8 @@ def served(tmp_path_factory) -> Served:
     weights, card = write_model(folder, model)
     with using(store):
         mlflow.create_experiment("serving-test", artifact_location=(folder / "artifacts").as_uri())  # not ./mlruns
-        with tracking.run("serving-test", stage="serving"):
-            uri = serving.log_served_model(weights, card)
+        with runs.run("serving-test", stage="serving"):
+            uri = classifier.log_served_model(weights, card)
         version = mlflow.register_model(uri, PROMOTE["model_name"]).version
         mlflow.MlflowClient().set_registered_model_alias(PROMOTE["model_name"], PROMOTE["alias"], version)
         local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(folder / "local")))
@@ -126,7 +129,7 @@ def test_the_model_is_logged_from_code_with_its_weights_card_and_a_raw_pixel_exa
     local = served.local
     files = {p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()}
     assert {"served_model.py", "artifacts/model.pt", "artifacts/model.json",
-            "code/mnistcnn/serving.py", "code/mnistcnn/weights.py"} <= files
+            "code/mnistcnn/serving/classifier.py", "code/mnistcnn/model/weights.py"} <= files
     assert not any(name.endswith((".pkl", ".pickle")) for name in files)  # nothing to unpickle
     example = json.loads((local / "serving_input_example.json").read_text())["inputs"]
     assert np.array(example).shape == (1, 28, 28) and np.max(example) == 255
@@ -144,7 +147,7 @@ def test_loading_a_logged_model_skips_the_requirements_check_only_while_logging(
     mlflow.pyfunc.load_model(str(served.local))
     assert any(r.startswith("torch==") for r in checked)  # the probe sees the check when it runs
     checked.clear()
-    with tracking.requirements_unchecked():
+    with runs.requirements_unchecked():
         mlflow.pyfunc.load_model(str(served.local))
     assert checked == []
 
@@ -165,7 +168,7 @@ BAD_INPUTS = {
     "strings": (np.full((1, 28, 28), "7"), "dtype of input <U1"),
     "integers": (raw(1, 28, 28, dtype=np.uint8), "dtype of input uint8"),
     "no images": (raw(0, 28, 28), "the batch holds no images"),
-    "too many images": (raw(serving.MAX_BATCH + 1, 28, 28), f"more than {serving.MAX_BATCH} per request"),
+    "too many images": (raw(classifier.MAX_BATCH + 1, 28, 28), f"more than {classifier.MAX_BATCH} per request"),
     "NaN": (raw(2, 28, 28, value=np.nan), "image 0 holds NaN or infinite values"),
     "infinity": (np.concatenate([raw(1, 28, 28), raw(1, 28, 28, value=np.inf)]), "image 1 holds NaN or infinite"),
     "negative pixels": (raw(1, 28, 28, value=-0.5), "raw pixels in [0, 255]; image 0 holds values from -0.5"),
@@ -184,9 +187,9 @@ def test_bad_input_is_refused_as_a_client_error_saying_what_is_wrong(loaded, kin
 
 
 def test_a_full_batch_of_raw_pixels_is_scored(loaded, served):
-    images = np.random.default_rng(0).integers(0, 256, (serving.MAX_BATCH, 28, 28)).astype(np.float32)
+    images = np.random.default_rng(0).integers(0, 256, (classifier.MAX_BATCH, 28, 28)).astype(np.float32)
     out = loaded.predict(images)
-    assert list(out.columns) == ["digit", "probabilities"] and len(out) == serving.MAX_BATCH
+    assert list(out.columns) == ["digit", "probabilities"] and len(out) == classifier.MAX_BATCH
     assert out["digit"].tolist() == torch_probabilities(served.model, images.astype(np.uint8)).argmax(axis=1).tolist()
 
 

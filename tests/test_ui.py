@@ -1,4 +1,4 @@
-"""The address `make ui` prints opens MLflow's runs table in model-training mode: `mnistcnn.ui`
+"""The address `make ui` prints opens MLflow's runs table in model-training mode: `mnistcnn.team.ui`
 starting a real server over a SQLite store, the page rendered by a real headless Chromium
 (`make browser` installs it)."""
 
@@ -17,7 +17,8 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from mnistcnn import health, tracking, ui
+from mnistcnn.team import ui
+from mnistcnn.tracking import health, runs
 from tests.conftest import ROOT, free_port
 
 EXPERIMENT = "mnist-compact-cnn"
@@ -31,7 +32,7 @@ def build_store(uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """One experiment, made as the pipeline makes it (its runs view shows the validation and test
     accuracy: the table shows no metric by default), with the two FINISHED runs of RUNS."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    experiment_id = tracking.open_experiment(EXPERIMENT)
+    experiment_id = runs.open_experiment(EXPERIMENT)
     client = mlflow.MlflowClient(uri)
     for name, (validation, accuracy) in RUNS.items():
         run_id = client.create_run(experiment_id, run_name=name).info.run_id
@@ -54,7 +55,7 @@ def wait_until_healthy(url: str, server: subprocess.Popen, log: Path, timeout: f
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> tuple[str, Path]:
-    """`python -m mnistcnn.ui` as `make ui` runs it (with one worker), over a fresh SQLite store;
+    """`python -m mnistcnn.team.ui` as `make ui` runs it (with one worker), over a fresh SQLite store;
     yields its URL and the file its output went to, and stops it after."""
     if not os.access(ui.CHROMIUM, os.X_OK):  # before the slow part: nothing to render with
         pytest.fail(f"{ui.CHROMIUM} is missing: run `make browser` to install Debian's chromium")
@@ -62,7 +63,7 @@ def server(tmp_path_factory) -> tuple[str, Path]:
     uri, port, log = f"sqlite:///{folder / 'mlflow.db'}", free_port(), folder / "ui.log"
     with pytest.MonkeyPatch.context() as monkeypatch:
         build_store(uri, monkeypatch)
-    command = [sys.executable, "-m", "mnistcnn.ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
+    command = [sys.executable, "-m", "mnistcnn.team.ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
                "--port", str(port), "--experiment", EXPERIMENT, "--workers", "1"]
     with open(log, "w") as out:  # this checkout's code, whatever is installed
         process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -74,7 +75,7 @@ def server(tmp_path_factory) -> tuple[str, Path]:
 
 
 def printed_address(log: Path) -> str:
-    """The address of the runs table that `mnistcnn.ui` printed first."""
+    """The address of the runs table that `mnistcnn.team.ui` printed first."""
     first = log.read_text().splitlines()[0]
     assert first.startswith(f"MLflow UI: runs of {EXPERIMENT} at http://"), first
     return first.rsplit(" at ", 1)[1]
@@ -105,7 +106,7 @@ def test_runs_table_url_names_the_runs_route_in_model_training_mode():
 def test_make_ui_prints_its_address_and_nothing_a_user_cannot_act_on(server):
     url, log = server  # started, and asked for /health until it answered: each a request
     experiment_id = ui.experiment_id(url, EXPERIMENT)
-    address = f"MLflow UI: runs of {EXPERIMENT} at {ui.runs_table_url(url, experiment_id, tracking.VIEW)}"
+    address = f"MLflow UI: runs of {EXPERIMENT} at {ui.runs_table_url(url, experiment_id, runs.VIEW)}"
     lines = log.read_text().splitlines()
     # besides the address, only MLflow's note that the server takes local connections only
     assert [line for line in lines if not line.startswith("[MLflow] Security middleware")] == [address], lines

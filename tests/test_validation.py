@@ -10,7 +10,10 @@ import torch
 import yaml
 from torch.nn import functional as F
 
-from mnistcnn import config, engine, mnist, models
+from mnistcnn.data import mnist
+from mnistcnn.model import models
+from mnistcnn.params import config
+from mnistcnn.training import engine
 from tests.conftest import ROOT, make_repo, sh, synthetic_split
 
 

@@ -4,9 +4,9 @@ import math
 
 import pytest
 
-from mnistcnn import verdict
-from mnistcnn.schema import GateParams
-from mnistcnn.verdict import CANNOT_JUDGE, FAIL, PASS, CannotJudge, Metrics
+from mnistcnn.gate import verdict
+from mnistcnn.gate.verdict import CANNOT_JUDGE, FAIL, PASS, CannotJudge, Metrics
+from mnistcnn.params.schema import GateParams
 
 pytestmark = pytest.mark.unit  # the fast tier: make test-fast
 

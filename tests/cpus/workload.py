@@ -31,8 +31,11 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from mnistcnn import config, engine, kernels, mnist, models, recipes, reproducible
+from mnistcnn.data import mnist
+from mnistcnn.model import models
 from mnistcnn.outputs import save_torch, sha256_file
+from mnistcnn.params import config, recipes
+from mnistcnn.training import engine, kernels, reproducible
 from tests.conftest import ROOT, synthetic_split
 
 # name -> (recipe, changes): each recipe as it is, plus what the recipes can be set to use but do

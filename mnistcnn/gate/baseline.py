@@ -1,0 +1,98 @@
+"""What the merge gate compares with: git revisions, and metrics and thresholds read through DVC.
+
+The gate's rules are pure (mnistcnn.gate.verdict); this module gathers their inputs:
+the baseline commit (the merge base of HEAD with `main`, else `origin/main`),
+a revision's metrics and `gate:` section, and whether `dvc status` calls the
+working tree's metrics stale. Anything it cannot read is a CannotJudge.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import dvc.api
+from dvc.exceptions import DvcException
+
+from mnistcnn.gate import verdict
+from mnistcnn.gate.verdict import CannotJudge, Metrics
+from mnistcnn.params import config
+from mnistcnn.params.config import ParamsError
+from mnistcnn.params.schema import GateParams
+
+BASE_BRANCHES = ("main", "origin/main")  # a CI clone may hold main only as a remote branch
+
+
+def _git(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], capture_output=True, text=True)
+
+
+def _commit(rev: str) -> str | None:
+    """The commit `rev` names, or None when git knows no such commit."""
+    result = _git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def resolve(rev: str | None) -> tuple[str, str]:
+    """The baseline commit and how the report names it: `rev` as given, else the merge base with main."""
+    if rev is not None:
+        sha = _commit(rev)
+        if sha is None:
+            raise CannotJudge(f"--rev {rev}: unknown git revision")
+        return sha, f"`{sha[:7]}` (`--rev {rev}`)"
+    for branch in BASE_BRANCHES:
+        if _commit(branch):
+            base = _git("merge-base", "HEAD", branch)
+            if base.returncode != 0:
+                raise CannotJudge(f"no merge base of HEAD and {branch}: {base.stderr.strip() or 'unrelated histories'}")
+            sha = base.stdout.strip()
+            return sha, f"`{sha[:7]}`, the merge base of HEAD and `{branch}`"
+    raise CannotJudge(f"no branch {' or '.join(BASE_BRANCHES)} to compare with: "
+                      "fetch it (`git fetch origin main`) or name a baseline with --rev REV")
+
+
+def read_metrics(path: Path, rev: str | None = None) -> Metrics | None:
+    """Metrics through DVC's API: the working tree's (rev None) or a commit's; None where that commit has none."""
+    where = f"{path} at {rev[:7]}" if rev else str(path)
+    try:
+        raw = dvc.api.metrics_show(str(path), rev=rev)
+    except FileNotFoundError:
+        if rev is None:
+            raise CannotJudge(f"{path}: missing; the evaluate stage writes it (run `dvc repro`)") from None
+        return None
+    except DvcException as err:
+        raise CannotJudge(f"{where}: DVC cannot read it ({type(err).__name__}: not valid JSON?)") from None
+    return verdict.parse_metrics(raw, where)
+
+
+def thresholds(rev: str, params_file: str = "params.yaml") -> GateParams | None:
+    """The thresholds in force at `rev`, its `gate:` section validated; None where it has none (a commit
+    from before the gate). A failure of git, or a section that is not valid, cannot be judged."""
+    listed = _git("ls-tree", "--name-only", rev, "--", params_file)
+    if listed.returncode != 0:
+        raise CannotJudge(f"git cannot list {params_file} at {rev[:7]}: {listed.stderr.strip()}")
+    if not listed.stdout.strip():
+        return None
+    shown = _git("show", f"{rev}:{params_file}")
+    if shown.returncode != 0:
+        raise CannotJudge(f"git cannot read {params_file} at {rev[:7]}: {shown.stderr.strip()}")
+    where = f"{params_file} at {rev[:7]}"
+    try:
+        raw = config.parse_yaml(shown.stdout, where)
+        return None if not isinstance(raw, dict) or "gate" not in raw else config.parse_gate(raw["gate"])
+    except ParamsError as err:
+        raise CannotJudge(f"{where}: {err}") from None
+
+
+def pipeline_status() -> dict:
+    """`dvc status --json`: empty when every stage is up to date with its params, code and data."""
+    result = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], capture_output=True, text=True)
+    try:
+        status = json.loads(result.stdout) if result.returncode == 0 else None
+    except json.JSONDecodeError:
+        status = None
+    if not isinstance(status, dict):
+        raise CannotJudge(f"`dvc status --json` failed: {result.stderr.strip() or result.stdout.strip()}")
+    return status

@@ -1,0 +1,123 @@
+"""Open the MLflow UI on the table of training runs, in model-training mode, not MLflow 3's GenAI view.
+
+In a fresh browser MLflow 3.17's UI frames every page as GenAI (traces, judges, prompts, an
+AI gateway), even for an experiment tagged as model training. The address of the runs table
+with `?workflowType=machine_learning` opens it with the model-training sidebar (runs, models,
+registry); the pages it links to (a run's) drop that parameter and fall back on the browser's
+saved choice: GenAI, until the user picks "Model training" in the toggle on such a page once.
+`python -m mnistcnn.team.ui` prints that address for the project's experiment, then becomes a
+quiet `mlflow ui`:
+
+    python -m mnistcnn.team.ui --backend-store-uri sqlite:///mlruns/mlflow.db --experiment mnist-compact-cnn
+
+The MLflow Assistant panel opens by itself on a browser's first visit to a server at
+localhost or 127.0.0.1, and stays closed once closed: no server setting or address turns
+it off in MLflow 3.17 (its state lives only in the browser's localStorage).
+
+`render` loads a page of the UI in headless Chromium, for the UI's test and the
+docs' screenshot (docs/ui_screenshot.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import quote, urlencode
+
+# No calls home, as in mnistcnn.tracking.runs; no job runner (its workers serve GenAI judges, not runs).
+SERVER_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+# What `mlflow ui` says that a user can do nothing about: each worker's warning that MLflow imports a
+# deprecated Starlette module (a message filter: PYTHONWARNINGS cannot name Starlette's category, which
+# it would import before site-packages is on the path), and uvicorn's every start-up step and request.
+QUIET_WARNINGS = "ignore:starlette.middleware.wsgi is deprecated:UserWarning"
+QUIET_UVICORN = "--log-level warning"
+# MLflow 3.17's UI frames every page as GenAI (a sidebar of traces, judges and prompts, its mode
+# toggle on "GenAI") unless the address asks for model training, or this browser saved that choice
+# (the toggle's localStorage `mlflow.workflowType_v1`); it does not read the experiment's kind tag.
+MODEL_TRAINING = {"workflowType": "machine_learning"}
+CHROMIUM = "/usr/bin/chromium"  # Debian's: `make browser` installs it
+# Headless, offline, as root in a container: no GPU, no sandbox, nothing fetched but the page.
+HEADLESS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def runs_table_url(base_url: str, experiment_id: str, view: str | None = None) -> str:
+    """The address of one experiment's runs table in MLflow 3.17's UI, in model-training mode.
+
+    `view` names a shared view, an experiment tag `mlflow.sharedViewState.<view>`
+    (what the UI's Share button writes), choosing for example which columns show.
+    """
+    query = urlencode({**({"viewStateShareKey": view} if view else {}), **MODEL_TRAINING}, quote_via=quote)
+    return f"{base_url.rstrip('/')}/#/experiments/{quote(experiment_id, safe='')}/runs?{query}"
+
+
+def experiments_url(base_url: str) -> str:
+    """The address of the UI's list of experiments, in model-training mode."""
+    return f"{base_url.rstrip('/')}/#/experiments?{urlencode(MODEL_TRAINING)}"
+
+
+def experiment_id(store_uri: str, name: str) -> str | None:
+    """The id of the active experiment `name` in the store, None if it has none (yet)."""
+    if store_uri.startswith("sqlite:///") and not Path(store_uri.removeprefix("sqlite:///")).exists():
+        return None  # looking would create the database; `mlflow ui` will
+    from mlflow import MlflowClient  # only here: it takes seconds to import
+
+    experiment = MlflowClient(tracking_uri=store_uri).get_experiment_by_name(name)
+    return experiment.experiment_id if experiment and experiment.lifecycle_stage == "active" else None
+
+
+def render(url: str, profile: Path, *flags: str, timeout: float = 120) -> str:
+    """Load `url` in a fresh headless Chromium until its requests and timers settle, then do what
+    `flags` ask (`--dump-dom`, `--screenshot=PATH`); returns what it printed.
+
+    `profile` is an empty folder Chromium may write. Virtual time waits for every request, so
+    the page is rendered however slowly the server answers; 10 s of it is ample for MLflow's UI.
+    """
+    command = [CHROMIUM, *HEADLESS, f"--user-data-dir={profile}", "--virtual-time-budget=10000", *flags, url]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as browser:
+        try:
+            out, err = browser.communicate(timeout=timeout)
+        except BaseException:
+            os.killpg(browser.pid, signal.SIGKILL)  # Chromium and its helper processes: one group
+            raise
+    if browser.returncode != 0:
+        raise RuntimeError(f"chromium exited with {browser.returncode} on {url}:\n{err[-2000:]}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend-store-uri", required=True, help="e.g. sqlite:///mlruns/mlflow.db")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--experiment", help="the experiment whose runs to open on")
+    parser.add_argument("--workers", type=int, help="server processes (default: MLflow's, 4)")
+    args = parser.parse_args(argv)
+
+    for name, value in SERVER_ENV.items():
+        os.environ.setdefault(name, value)
+    # The user's own PYTHONWARNINGS comes after, so it wins where the two disagree.
+    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [QUIET_WARNINGS, os.environ.get("PYTHONWARNINGS")]))
+    base = f"http://{args.host}:{args.port}"
+    found = experiment_id(args.backend_store_uri, args.experiment) if args.experiment else None
+    if found is not None:
+        from mnistcnn.tracking.runs import VIEW  # noqa: PLC0415 (imports torch: only when there is a table to show)
+
+        print(f"MLflow UI: runs of {args.experiment} at {runs_table_url(base, found, VIEW)}", flush=True)
+    else:
+        missing = f" ({args.experiment} is not in the store yet)" if args.experiment else ""
+        print(f"MLflow UI: experiments at {experiments_url(base)}{missing}", flush=True)
+    store = args.backend_store_uri  # the registry's too, said outright: MLflow otherwise says it assumed so
+    workers = ["--workers", str(args.workers)] if args.workers else []
+    os.execv(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store,
+                              "--registry-store-uri", store, "--host", args.host, "--port", str(args.port),
+                              f"--uvicorn-opts={QUIET_UVICORN}", *workers])
+
+
+if __name__ == "__main__":
+    main()
