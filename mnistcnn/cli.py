@@ -36,9 +36,10 @@ def _exit(code: int, entry: bool) -> NoReturn:
     sys.exit(code)
 
 
-def run(main: Callable[[], int | None]) -> NoReturn:
-    """Call `main`; exit with its return value (None: 0), 1 with a one-line message on bad input,
-    130 when interrupted. Called in-process (tests), it raises SystemExit as sys.exit does."""
+def run(main: Callable[[], int | None], user_errors: tuple[type[Exception], ...] = ()) -> NoReturn:
+    """Call `main`; exit with its return value (None: 0), 1 with a one-line message on bad input
+    (USER_ERRORS, and the stage's own `user_errors`), 130 when interrupted. Called in-process
+    (tests), it raises SystemExit as sys.exit does."""
     signal.signal(signal.SIGTERM, _interrupt_on_sigterm)  # clean up as on Ctrl-C
     phases.mark("start-up and imports")  # the stage module and all it imports are loaded by now
     entry = main.__module__ == "__main__"  # `python -m stages.X`, not a test calling stages.X.main
@@ -48,7 +49,7 @@ def run(main: Callable[[], int | None]) -> NoReturn:
     except KeyboardInterrupt:
         print("interrupted: no output was written", file=sys.stderr)
         _exit(EXIT_INTERRUPTED, entry)
-    except USER_ERRORS as err:
+    except (*USER_ERRORS, *user_errors) as err:
         print(f"error: {err}", file=sys.stderr)
         _exit(EXIT_ERROR, entry)
     _exit(code or 0, entry)

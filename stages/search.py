@@ -28,7 +28,7 @@ from mnistcnn import cli
 from mnistcnn.outputs import atomic_path, read_json
 from mnistcnn.params import config
 from mnistcnn.params.config import ParamsError
-from mnistcnn.search import search, studies
+from mnistcnn.search import objective, search, studies
 
 
 def arguments() -> argparse.Namespace:
@@ -47,7 +47,7 @@ def arguments() -> argparse.Namespace:
     return args
 
 
-def load_data(params, device) -> search.Data:
+def load_data(params, device) -> objective.Data:
     """The training images, split as the train stage splits them; the test file is never opened."""
     from mnistcnn.data import mnist  # noqa: PLC0415
     provenance = read_json(params.paths.provenance, produced_by="download")
@@ -55,7 +55,7 @@ def load_data(params, device) -> search.Data:
     (images, labels), held_out = mnist.train_and_validation(data, params.train.validation, device)
     if held_out is None:
         raise ParamsError("train.validation.size = 0: the search chooses on held-out images; hold some out")
-    return search.Data(images, labels, held_out)
+    return objective.Data(images, labels, held_out, provenance["digest"])
 
 
 def write_recipe(path: Path, study: str, best, storage: str) -> None:
@@ -83,11 +83,8 @@ def report(trial, started: float) -> str:
 
 
 def main() -> int:
-    try:
+    with search.quiet():
         return search_study(arguments())
-    except studies.SearchError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return cli.EXIT_ERROR
 
 
 class Records:
@@ -117,10 +114,10 @@ def search_study(args: argparse.Namespace) -> int:
     space = search.check(params, args.params)  # every bad value, and an unmeetable budget, before any trial
     url = studies.storage_url(args.storage, Path.cwd())
     records = Records(params.tracking.experiment, name)
-    study = search.open_study(name, studies.open_storage(url, settings.heartbeat, records.stale), settings, space.base)
-    from mnistcnn.training import engine, reproducible  # noqa: PLC0415 (now: see the imports)
-    from mnistcnn.search import study_runs
-    from mnistcnn.tracking import runs
+    study = search.open_study(name, studies.open_storage(url, settings.heartbeat, records.stale), settings, space)
+    from mnistcnn.search import study_runs  # noqa: PLC0415 (now: see the imports)
+    from mnistcnn.tracking import runs  # noqa: PLC0415
+    from mnistcnn.training import engine, reproducible  # noqa: PLC0415
 
     runs.connect()
     reproducible.configure(params.train.threads, params.train.kernels)  # before any tensor work, as train
@@ -128,19 +125,19 @@ def search_study(args: argparse.Namespace) -> int:
     data = load_data(params, device)
     records.parent = study_runs.parent_run(records.experiment, name, studies.redact(url))
     records.tags = {**reproducible.environment(device, data.images, params.train.threads),
-                    "dataset.digest": read_json(params.paths.provenance, produced_by="download")["digest"]}
+                    "dataset.digest": data.dataset_digest}
     trials = settings.trials if args.trials is None else args.trials
     print(f"search: study {name!r} in {studies.redact(url)}: {len(study.trials)} trial(s) so far; this worker runs "
           f"{trials} on {device}, {data.sizes[0]:,} images, {data.sizes[1]:,} held out; "
           f"budget {settings.max_params:,} parameters, {settings.epochs} epoch(s)", file=sys.stderr)
-    run_trial, running = search.objective(space, settings, data, device), []
+    run_trial, running = objective.objective(space, settings, data, device), []
 
-    def objective(trial) -> float:
+    def this_worker(trial) -> float:
         running[:] = [trial.number]
         return run_trial(trial)
 
     try:
-        study.optimize(objective, n_trials=trials, callbacks=[records.trial], catch=(ParamsError,),
+        study.optimize(this_worker, n_trials=trials, callbacks=[records.trial], catch=(ParamsError,),
                        gc_after_trial=False)
     except KeyboardInterrupt:
         interrupted = [t for t in study.get_trials(deepcopy=False) if t.number in running and t.state.is_finished()]
@@ -173,4 +170,4 @@ def finish(study, name: str, parent: str, url: str) -> int:
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, user_errors=(studies.SearchError,))

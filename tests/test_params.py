@@ -143,9 +143,12 @@ def test_every_bad_value_is_named_at_once():
 
 
 def test_the_choices_offered_are_the_registries():
-    """A model, optimiser or schedule added to its registry is accepted with no other change."""
+    """Every optimiser and schedule the schema allows is built, and no other;
+    a model added to its registry is accepted with no other change."""
     from mnistcnn.model import models
+    from mnistcnn.params import fields
     from mnistcnn.training import optim
+    assert tuple(optim.OPTIMIZERS) == fields.OPTIMIZERS and tuple(optim.SCHEDULES) == fields.SCHEDULES
     for key, registry in (("model", (*models.NAMED, "declared")), ("optimizer", optim.OPTIMIZERS),
                           ("schedule", optim.SCHEDULES)):
         raw = copy.deepcopy(VALID)

@@ -54,7 +54,7 @@ def test_a_bad_search_section_is_one_line_naming_its_key_before_any_trial(tmp_pa
 
 
 def test_a_trials_values_land_on_each_block_and_the_budget_is_checked_over_the_corners():
-    leaves = space._parse({"lr": {"low": 0.001, "high": 0.1, "log": True},
+    leaves = space.parse({"lr": {"low": 0.001, "high": 0.1, "log": True},
                            "arch": {"blocks": {"channels": {"low": 4, "high": 8}}, "head": {"pool": {"choices": ["avg"]}}}})
     base = yaml.safe_load((ROOT / "params.yaml").read_text())["train"]
     named = space.names(leaves, config.parse_train(base).architecture)

@@ -6,6 +6,9 @@ varies (`lr`, `augment.rotate`, `arch.head.pool`). Under `arch.blocks` a leaf va
 that field of every block of the starting architecture, each block on its own
 (`arch.blocks[2].channels`). Pure Python: a trial's values become a `train` section
 here, and the parameter budget is checked over the space's corners before any trial.
+
+The schema holds `search.space` as a plain mapping; `parse` reads it here, against the
+schema's train section, so the pipeline's stages never import the search's code.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ import itertools
 import random
 from typing import Annotated, Any, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from mnistcnn.model import arch
+from mnistcnn.params.schema import AugmentParams, TrainParams
 
 Scalar = Union[bool, int, float, str, None]
 # Keys a search must leave as they are, and why.
@@ -101,7 +105,8 @@ def _leaves(node: Any, key: str) -> dict[str, Leaf]:
     return flat
 
 
-def _parse(raw: Any) -> dict[str, Leaf]:
+def parse(raw: Any) -> dict[str, Leaf]:
+    """search.space's leaves by dotted key; a SpaceError names the first bad one."""
     if raw is None or raw == {}:
         raise SpaceError("", "empty: name at least one train key to vary")
     leaves = _leaves(raw, "")
@@ -110,13 +115,8 @@ def _parse(raw: Any) -> dict[str, Leaf]:
     return leaves
 
 
-Space = Annotated[dict[str, Leaf], BeforeValidator(_parse), Field(strict=False)]
-
-
 def _check_key(key: str) -> None:
     """Refuse a key the train section lacks, or one the search must not vary (FIXED)."""
-    from mnistcnn.params.schema import AugmentParams, TrainParams  # noqa: PLC0415 (the schema imports this module)
-
     head, *rest = key.split(".")
     if head in FIXED:
         raise SpaceError(key, f"cannot vary: {FIXED[head]}")

@@ -23,7 +23,8 @@ import os
 import platform
 import sys
 
-MODES = ("portable", "native")
+from mnistcnn.params.fields import KERNEL_MODES as MODES
+
 PORTABLE = {
     "ATEN_CPU_CAPABILITY": "avx2",  # torch's vector kernels: default, avx2 or avx512
     "ONEDNN_MAX_CPU_ISA": "AVX2",   # oneDNN's convolutions
