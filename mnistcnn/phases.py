@@ -1,6 +1,7 @@
 """Where a stage process's wall time goes, for the benchmark: start-up and imports, then named phases.
 
-A stage marks the end of each phase (`phases.mark("training loop")`); mnistcnn.cli
+A stage wraps each phase in `with phases.phase("training loop"):` (a phase begins where
+the previous one ended, so what lies between two blocks counts to the second); mnistcnn.cli
 marks the end of the imports and, when $MNISTCNN_PHASES names a file, appends one
 JSON line per stage process to it at exit: the process's start, each phase's end,
 its own end (wall-clock seconds since the epoch, comparable across processes).
@@ -12,7 +13,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 ENV = "MNISTCNN_PHASES"
 _marks: list[tuple[str, float]] = []
@@ -21,6 +24,13 @@ _marks: list[tuple[str, float]] = []
 def mark(phase: str) -> None:
     """The phase named `phase` ends now (it began where the previous one ended)."""
     _marks.append((phase, time.time()))
+
+
+@contextmanager
+def phase(name: str) -> Iterator[None]:
+    """The block ends the phase `name`; a block that raises ends none (the process is failing)."""
+    yield
+    mark(name)
 
 
 def process_start() -> float:

@@ -22,7 +22,7 @@ from mnistcnn.model import models, weights
 from mnistcnn.outputs import atomic_outputs, read_json, write_json
 from mnistcnn.params import config
 from mnistcnn.tracking import runs
-from mnistcnn.training import engine, figures, reproducible
+from mnistcnn.training import engine, figures, record, reproducible
 
 
 def write_predictions(path, labels: torch.Tensor, predictions: torch.Tensor) -> None:
@@ -37,12 +37,10 @@ def adopt(params, card: dict, model, images: torch.Tensor) -> None:
     """Record, in the active new run, what the train stage records: its params, curves and model."""
     history = read_json(params.paths.train_history, produced_by="train")
     scores = read_json(params.paths.val_history, produced_by="train")
-    runs.log_params({**config.as_dict(params.train), "arch": card["arch"], "dropout": card["dropout"],
-                         "param_count": card["params"], "macs": card["macs"]})
-    runs.set_tags({runs.WEIGHTS_TAG: card["weights_sha256"], "model": card["model"],
-                       "arch.digest": config.digest(card["arch"]), "params.digest": config.digest(params.train),
-                       "dataset.digest": card["dataset_digest"],
-                       "run.adopted": "evaluate found no run that trained these weights in this store"})
+    made = record.record(params.train, card["dataset_digest"])
+    runs.log_params(made.run_params(params.train))
+    runs.set_tags({runs.WEIGHTS_TAG: card["weights_sha256"], **made.tags(),
+                   "run.adopted": "evaluate found no run that trained these weights in this store"})
     for row in history:
         runs.log_metrics({"train/loss": row["loss"], "train/accuracy": row["accuracy"]}, step=row["step"])
     for row in scores:
@@ -56,40 +54,37 @@ def main() -> None:
     uri = runs.connect()  # before any work: a tracking server that is down fails the stage in seconds
     # Sums split by thread and kernels chosen by the CPU: the same settings as training, before any tensor work.
     reproducible.configure(params.train.threads, params.train.kernels)
-    card = read_json(paths.model_card, produced_by="train")
-    model = weights.load_model(card, paths.model, paths.model_card)
-    provenance = read_json(paths.provenance, produced_by="download")
-    data = mnist.load_split(paths.test_data, "test", provenance, paths.provenance)
-    device = engine.pick_device(params.train.device)
-    images = mnist.normalize(data["test_images"]).to(device)
-    labels = data["test_labels"].to(device)
-    phases.mark("data and model")
-    result = engine.evaluate(model.to(device), images, labels, params.evaluate.batch_size)
-    per_class = engine.per_class_accuracy(result.confusion)
-    metrics = {"accuracy": result.accuracy, "loss": result.loss, "params": models.count_parameters(model)}
+    with phases.phase("data and model"):
+        card = read_json(paths.model_card, produced_by="train")
+        model = weights.load_model(card, paths.model, paths.model_card)
+        provenance = read_json(paths.provenance, produced_by="download")
+        data = mnist.load_split(paths.test_data, "test", provenance, paths.provenance)
+        device = engine.pick_device(params.train.device)
+        images, labels = mnist.normalize(data["test_images"]).to(device), data["test_labels"].to(device)
+    with phases.phase("evaluation"):
+        result = engine.evaluate(model.to(device), images, labels, params.evaluate.batch_size)
+        per_class = engine.per_class_accuracy(result.confusion)
     print(f"evaluate: {card['model']} test accuracy {result.accuracy:.4f}, loss {result.loss:.4f} "
           f"on {len(labels):,} images", file=sys.stderr)
-
-    phases.mark("evaluation")
     run_id = runs.training_run(params.tracking.experiment, card["weights_sha256"])
     if run_id is None:
         print(f"evaluate: {uri} holds no run that trained these weights; recording them in a new run",
               file=sys.stderr)
     run_name = None if run_id else runs.run_name(params.train)
     with runs.run(params.tracking.experiment, stage="evaluate", run_id=run_id, run_name=run_name):
-        if run_id is None:
-            adopt(params, card, model, images)
-        runs.log_metrics({"test/accuracy": result.accuracy, "test/loss": result.loss})
-        runs.log_metrics({f"test/accuracy_class_{c}": a for c, a in enumerate(per_class) if a is not None})
-        phases.mark("mlflow: find and resume the run, metrics")
-        figure = figures.confusion_figure(result.confusion, f"{card['model']}: test accuracy {result.accuracy:.2%}")
-        runs.log_figure(figure, "evaluation/confusion_matrix.png")
-        phases.mark("confusion figure")
-        with atomic_outputs() as stage:  # both, or neither
+        with phases.phase("mlflow: find and resume the run, metrics, figure"):
+            if run_id is None:
+                adopt(params, card, model, images)
+            runs.log_metrics({"test/accuracy": result.accuracy, "test/loss": result.loss})
+            runs.log_metrics({f"test/accuracy_class_{c}": a for c, a in enumerate(per_class) if a is not None})
+            title = f"{card['model']}: test accuracy {result.accuracy:.2%}"
+            runs.log_figure(figures.confusion_figure(result.confusion, title), "evaluation/confusion_matrix.png")
+        with phases.phase("outputs"), atomic_outputs() as stage:  # both, or neither
             write_predictions(stage(paths.predictions), labels.cpu(), result.predictions)
-            write_json(stage(paths.test_metrics), {**metrics, "per_class_accuracy": per_class,
+            write_json(stage(paths.test_metrics), {"accuracy": result.accuracy, "loss": result.loss,
+                                                   "params": models.count_parameters(model),
+                                                   "per_class_accuracy": per_class,
                                                    "confusion": result.confusion.tolist()})
-        phases.mark("outputs")
     phases.mark("mlflow: run end")
 
 

@@ -25,26 +25,6 @@ from mnistcnn.gate.verdict import CANNOT_JUDGE, CannotJudge, Verdict
 from mnistcnn.outputs import DataError, atomic_path
 from mnistcnn.params import config
 from mnistcnn.params.config import ParamsError
-from mnistcnn.params.schema import Params
-
-
-def assess(sha: str, params: Params) -> Verdict:
-    """Judge against the baseline commit, failing closed: anything unjudgeable (2) before stale (1)."""
-    path = params.paths.test_metrics
-    current, base = baseline.read_metrics(path), baseline.read_metrics(path, sha)
-    committed = baseline.read_metrics(path, "HEAD")
-    status = baseline.pipeline_status()
-    if status:
-        return verdict.stale(verdict.describe_status(status))
-    in_force = baseline.thresholds(sha)  # the rules where it merges, not the change's own
-    notes = verdict.threshold_changes(params.gate, in_force)
-    if base is None:
-        notes.insert(0, f"No baseline: `{path}` does not exist at `{sha[:7]}`; "
-                        "judged against the absolute thresholds only.")
-    if committed != current:
-        notes.append(f"These metrics differ from those committed at HEAD: commit `dvc.lock` and `{path}` "
-                     "so that what merges is what was judged.")
-    return verdict.judge(current, base, in_force or params.gate, notes)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         params = config.load()
         report_path = report_path or params.paths.gate_report
         sha, label = baseline.resolve(args.rev)
-        result = assess(sha, params)
+        result = baseline.assess(sha, params)
     except (CannotJudge, ParamsError, DataError) as err:
         result = Verdict(CANNOT_JUDGE, f"{err}")
     report = verdict.markdown(result, label)

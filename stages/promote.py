@@ -25,18 +25,21 @@ from mnistcnn.outputs import read_json
 from mnistcnn.params import config
 from mnistcnn.serving import registry
 from mnistcnn.tracking import runs
-from stages.gate import assess
+from mnistcnn.training import record
 
 
 class Refused(Exception):
-    """Promotion refused: the message says why and what to do."""
+    """Promotion refused, nothing registered: the message says why and what to do."""
+
+    def __init__(self, why: str):
+        super().__init__(f"refused, registry unchanged: {why}")
 
 
 def gate_report(params) -> tuple[str, str]:
     """The gate's Markdown report and its baseline, when it passes; otherwise Refused."""
     try:
         sha, label = baseline.resolve(None)
-        result = assess(sha, params)
+        result = baseline.assess(sha, params)
     except CannotJudge as err:
         raise Refused(f"the gate cannot judge: {err}") from None
     report = verdict.markdown(result, label)
@@ -86,26 +89,19 @@ def promote(params) -> str:
     validation = read_json(paths.train_metrics, produced_by="train").get("val_accuracy")
     with runs.run(params.tracking.experiment, stage="promote", run_id=run_id):
         model_uri = classifier.log_served_model(paths.model, paths.model_card)
-    tags = {"git.commit": commit, "params.digest": config.digest(params.train),
-            "dataset.digest": card["dataset_digest"], runs.WEIGHTS_TAG: card["weights_sha256"],
-            "test.accuracy": metrics["accuracy"], "param_count": card["params"], "macs": card["macs"],
-            "model": card["model"], "arch.digest": config.digest(card["arch"]), "gate": f"PASS against {label}",
-            **({"val.accuracy": validation} if validation is not None else {})}
+    made = record.record(params.train, card["dataset_digest"])
+    tags = {"git.commit": commit, **made.tags(), runs.WEIGHTS_TAG: card["weights_sha256"],
+            "test.accuracy": metrics["accuracy"], "param_count": made.params, "macs": made.macs,
+            "gate": f"PASS against {label}", **({"val.accuracy": validation} if validation is not None else {})}
     version = registry.register(name, model_uri, run_id, tags, description=report)
     registry.move_alias(name, alias, version.version)
     return (f"{name} version {version.version}: {card['model']}, test accuracy {metrics['accuracy']:.2%}, "
             f"commit {commit[:7]}; @{alias} now points at it ({uri})")
 
 
-def main() -> int:
-    params = config.load()
-    try:
-        print(f"promote: {promote(params)}")
-    except Refused as err:
-        print(f"promote: refused, registry unchanged: {err}", file=sys.stderr)
-        return 1
-    return 0
+def main() -> None:
+    print(f"promote: {promote(config.load())}")
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, user_errors=(Refused,))

@@ -5,9 +5,9 @@ holds out train.validation.size of them, and scores the model on those as it tra
 Outputs (paths in params.yaml): the weights as a state dict (load it with
 `weights_only=True`), a model card declaring the architecture and the weights'
 SHA-256, the final train and validation metrics, the per-epoch history and the
-validation curve. None of
-them names the MLflow run, which differs from one reproduction to the next: the
-run is tagged with the weights' SHA-256 and found by it (runs.training_run).
+validation curve. None of them names the MLflow run, which differs from one
+reproduction to the next: the run is tagged with the weights' SHA-256 and found by it
+(runs.training_run).
 """
 
 from __future__ import annotations
@@ -16,12 +16,30 @@ import sys
 
 from mnistcnn import cli, phases
 from mnistcnn.data import mnist
-from mnistcnn.model import arch, models
 from mnistcnn.outputs import atomic_outputs, read_json, save_torch, sha256_file, write_json
 from mnistcnn.params import config
 from mnistcnn.params.schema import PathsParams
 from mnistcnn.tracking import runs
-from mnistcnn.training import engine, reproducible
+from mnistcnn.training import engine, record, reproducible, trainer
+
+
+class Progress:
+    """Each epoch and each validation scoring, said on stderr and logged to the run; the scorings kept."""
+
+    def __init__(self, epochs: int):
+        self.epochs, self.scores = epochs, []
+
+    def epoch(self, row: dict, seconds: float) -> None:
+        print(f"train: epoch {row['epoch']}/{self.epochs} loss {row['loss']:.4f} "
+              f"accuracy {row['accuracy']:.4f} ({seconds:.1f} s)", file=sys.stderr)
+        runs.log_metrics({"train/loss": row["loss"], "train/accuracy": row["accuracy"],
+                          "train/epoch_seconds": seconds}, step=row["step"])
+
+    def score(self, row: dict) -> None:
+        self.scores.append(row)
+        print(f"train: step {row['step']} (epoch {row['epoch']:.2f}) validation loss {row['loss']:.4f} "
+              f"accuracy {row['accuracy']:.4f}", file=sys.stderr)
+        runs.log_metrics({"val/loss": row["loss"], "val/accuracy": row["accuracy"]}, step=row["step"])
 
 
 def write_outputs(paths: PathsParams, model, card: dict, history: list[dict], scores: list[dict]) -> None:
@@ -45,60 +63,31 @@ def main() -> None:
     train, paths = params.train, params.paths
     runs.connect()  # before any work: a tracking server that is down fails the stage in seconds
     reproducible.configure(train.threads, train.kernels)  # before any tensor work, which fixes the kernels
-    provenance = read_json(paths.provenance, produced_by="download")
-    data = mnist.load_split(paths.train_data, "train", provenance, paths.provenance)  # never the test file
-    reproducible.seed_everything(train.seed)
-    device = engine.pick_device(train.device)
-    (images, labels), validation = mnist.train_and_validation(data, train.validation, device)
-    phases.mark("data")
-    # torch.optim's first optimizer, and the model export, import torch's compiler stack (0.8 s on
-    # 2 cores); imported here, its time is a phase of its own rather than part of the training loop's.
-    import torch._dynamo  # noqa: F401, PLC0415
-
-    phases.mark("torch's compiler stack (optimizer, export)")
-    declared = train.architecture
-    model = models.build(declared, train.dropout).to(device)
-    n_params, macs = models.count_parameters(model), arch.count_macs(declared)
-    dropout = models.rate(declared, train.dropout)
-    scores = []
-
-    def on_epoch(row: dict, seconds: float) -> None:
-        print(f"train: epoch {row['epoch']}/{train.epochs} loss {row['loss']:.4f} "
-              f"accuracy {row['accuracy']:.4f} ({seconds:.1f} s)", file=sys.stderr)
-        runs.log_metrics({"train/loss": row["loss"], "train/accuracy": row["accuracy"],
-                              "train/epoch_seconds": seconds}, step=row["step"])
-
-    def on_score(row: dict) -> None:
-        scores.append(row)
-        print(f"train: step {row['step']} (epoch {row['epoch']:.2f}) validation loss {row['loss']:.4f} "
-              f"accuracy {row['accuracy']:.4f}", file=sys.stderr)
-        runs.log_metrics({"val/loss": row["loss"], "val/accuracy": row["accuracy"]}, step=row["step"])
-
+    with phases.phase("data"):
+        provenance = read_json(paths.provenance, produced_by="download")
+        data = mnist.load_split(paths.train_data, "train", provenance, paths.provenance)  # never the test file
+        device = engine.pick_device(train.device)
+        (images, labels), validation = mnist.train_and_validation(data, train.validation, device)
+    made, progress = record.record(train, provenance["digest"]), Progress(train.epochs)
     with runs.run(params.tracking.experiment, stage="train", run_name=runs.run_name(train)):
-        runs.log_params({**config.as_dict(train), "arch": declared.model_dump(), "dropout": dropout,
-                             "param_count": n_params, "macs": macs})
-        runs.set_tags({**reproducible.environment(device, images, train.threads), "model": train.model,
-                           "arch.digest": config.digest(declared), "params.digest": config.digest(train),
-                           "dataset.digest": provenance["digest"]})
-        runs.log_dataset_input(provenance, paths.train_data, context="training")
+        with phases.phase("mlflow: run start, params, dataset"):
+            runs.log_params(made.run_params(train))
+            runs.set_tags({**reproducible.environment(device, images, train.threads), **made.tags()})
+            runs.log_dataset_input(provenance, paths.train_data, context="training")
         held = f", {len(validation[1]):,} held out for validation" if validation else ", none held out"
-        print(f"train: {train.model} ({n_params:,} parameters, {macs / 1e6:.2f}M multiply-adds per image) "
+        print(f"train: {train.model} ({made.params:,} parameters, {made.macs / 1e6:.2f}M multiply-adds per image) "
               f"on {device}, {len(labels):,} images{held}, {train.epochs} epoch(s)", file=sys.stderr)
-        phases.mark("mlflow: run start, params, dataset")
-        with reproducible.nondeterministic_kernels() as kernels:
-            history = engine.fit(model, train, images, labels, on_epoch, validation, on_score)
+        with phases.phase("training loop"), reproducible.nondeterministic_kernels() as kernels:
+            model, history = trainer.train_model(train, images, labels, device, progress.epoch, validation,
+                                                 progress.score)
         if kernels:
             print(f"train: ran without a deterministic kernel: {', '.join(sorted(kernels))}; "
                   "the weights may differ between runs", file=sys.stderr)
             runs.set_tags(reproducible.determinism(kernels))
-        phases.mark("training loop")
-        runs.log_model(model, images[:runs.EXAMPLE_IMAGES])
-        phases.mark("mlflow: model export and logging")
-
-        card = {"model": train.model, "arch": declared.model_dump(), "dropout": dropout, "params": n_params,
-                "macs": macs, "dataset_digest": provenance["digest"]}
-        write_outputs(paths, model, card, history, scores)
-        phases.mark("outputs")
+        with phases.phase("mlflow: model export and logging"):
+            runs.log_model(model, images[:runs.EXAMPLE_IMAGES])
+        with phases.phase("outputs"):
+            write_outputs(paths, model, made.card(), history, progress.scores)
     phases.mark("mlflow: run end")
 
 

@@ -17,10 +17,10 @@ import dvc.api
 from dvc.exceptions import DvcException
 
 from mnistcnn.gate import verdict
-from mnistcnn.gate.verdict import CannotJudge, Metrics
+from mnistcnn.gate.verdict import CannotJudge, Metrics, Verdict
 from mnistcnn.params import config
 from mnistcnn.params.config import ParamsError
-from mnistcnn.params.schema import GateParams
+from mnistcnn.params.schema import GateParams, Params
 
 BASE_BRANCHES = ("main", "origin/main")  # a CI clone may hold main only as a remote branch
 
@@ -96,3 +96,22 @@ def pipeline_status() -> dict:
     if not isinstance(status, dict):
         raise CannotJudge(f"`dvc status --json` failed: {result.stderr.strip() or result.stdout.strip()}")
     return status
+
+
+def assess(sha: str, params: Params) -> Verdict:
+    """Judge against the baseline commit, failing closed: anything unjudgeable (2) before stale (1)."""
+    path = params.paths.test_metrics
+    current, base = read_metrics(path), read_metrics(path, sha)
+    committed = read_metrics(path, "HEAD")
+    status = pipeline_status()
+    if status:
+        return verdict.stale(verdict.describe_status(status))
+    in_force = thresholds(sha)  # the rules where it merges, not the change's own
+    notes = verdict.threshold_changes(params.gate, in_force)
+    if base is None:
+        notes.insert(0, f"No baseline: `{path}` does not exist at `{sha[:7]}`; "
+                        "judged against the absolute thresholds only.")
+    if committed != current:
+        notes.append(f"These metrics differ from those committed at HEAD: commit `dvc.lock` and `{path}` "
+                     "so that what merges is what was judged.")
+    return verdict.judge(current, base, in_force or params.gate, notes)
