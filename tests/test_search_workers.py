@@ -17,6 +17,7 @@ import yaml
 from mlflow.exceptions import MlflowException
 
 from mnistcnn.search import studies, study_runs
+from mnistcnn.tracking import records
 from mnistcnn.team import access, postgres
 from tests.conftest import git_commit, make_repo, sh
 from tests.helpers import SEARCH, with_search
@@ -122,20 +123,25 @@ def test_a_duplicate_parent_run_a_teammate_may_not_delete_is_taken_out_of_the_st
     (_, second_env) = clones[1]
     admin = mlflow.MlflowClient(team.url)  # this module's process is the admin
     experiment_id = admin.create_experiment("made-by-another")
-    with pytest.MonkeyPatch.context() as patch:
-        for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
-            patch.setenv(name, second_env[name])
-        teammate = mlflow.MlflowClient(team.url)
-        made = teammate.create_run(experiment_id, tags={study_runs.STUDY_TAG: "raced",
-                                                        study_runs.ROLE_TAG: "study"}).info.run_id
-        with pytest.raises(MlflowException, match="403"):  # what the worker hit
-            teammate.delete_run(made)
-        study_runs.discard(teammate, made)
-    run = admin.get_run(made)
-    assert run.data.tags[study_runs.ROLE_TAG] == "duplicate" and run.info.lifecycle_stage == "active"
-    own = admin.create_run(experiment_id).info.run_id
-    study_runs.discard(admin, own)  # who may delete, deletes
-    assert admin.get_run(own).info.lifecycle_stage == "deleted"
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(team.url)  # where records writes
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+                patch.setenv(name, second_env[name])
+            teammate = mlflow.MlflowClient(team.url)
+            made = teammate.create_run(experiment_id, tags={study_runs.STUDY_TAG: "raced",
+                                                            study_runs.ROLE_TAG: "study"}).info.run_id
+            with pytest.raises(MlflowException, match="403"):  # what the worker hit
+                teammate.delete_run(made)
+            records.discard_run(made, study_runs.ROLE_TAG, "duplicate")
+        run = admin.get_run(made)
+        assert run.data.tags[study_runs.ROLE_TAG] == "duplicate" and run.info.lifecycle_stage == "active"
+        own = admin.create_run(experiment_id).info.run_id
+        records.discard_run(own, study_runs.ROLE_TAG, "duplicate")  # who may delete, deletes
+        assert admin.get_run(own).info.lifecycle_stage == "deleted"
+    finally:
+        mlflow.set_tracking_uri(previous)
 
 
 def test_a_worker_killed_mid_trial_has_its_trial_failed_and_run_again_by_the_other(team, clones):

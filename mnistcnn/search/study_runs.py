@@ -5,7 +5,8 @@ so every worker, on any machine that logs to the same tracking server, hangs its
 trials under the same one; when two workers create it at once, both keep the older.
 A trial's run is written when the trial ends, from what Optuna stored of it (its
 values, curve, outcome), so a trial a dead worker left is logged by the worker that
-fails it. The figures are redrawn from the whole study whenever a worker stops.
+fails it. The figures are redrawn from the whole study whenever a worker stops. The
+runs are written through the tracking door (mnistcnn.tracking.records).
 """
 
 from __future__ import annotations
@@ -14,19 +15,10 @@ import json
 import os
 import warnings
 
-import matplotlib
+import optuna
+from optuna.trial import TrialState
 
-matplotlib.use("Agg")  # files only: no display
-import mlflow  # noqa: E402
-import optuna  # noqa: E402
-from matplotlib import pyplot  # noqa: E402
-from mlflow.entities import Metric, Param, RunTag  # noqa: E402
-from mlflow.exceptions import MlflowException  # noqa: E402
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME  # noqa: E402
-from optuna.trial import TrialState  # noqa: E402
-
-from mnistcnn.params.config import flatten  # noqa: E402
-from mnistcnn.tracking import runs  # noqa: E402
+from mnistcnn.tracking import records, runs
 
 STUDY_TAG, ROLE_TAG = "search.study", "search.role"
 STATES = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}
@@ -44,36 +36,16 @@ def experiment_name(experiment: str) -> str:
 def parent_run(experiment: str, study: str, storage: str) -> str:
     """The id of the study's parent run, created if the experiment holds none."""
     experiment_id = runs.open_experiment(experiment_name(experiment))  # first: a new store's tables, locked
-    client = mlflow.MlflowClient()
-    query = f"tags.`{STUDY_TAG}` = '{study}' AND tags.`{ROLE_TAG}` = 'study'"
-
-    def oldest():
-        runs = client.search_runs([experiment_id], query, order_by=["attributes.start_time ASC"], max_results=2)
-        return sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))[0].info.run_id if runs else None
-
-    found = oldest()
+    role = {STUDY_TAG: study, ROLE_TAG: "study"}
+    found = records.oldest_run(experiment_id, role)
     if found is not None:
         return found
-    tags = {STUDY_TAG: study, ROLE_TAG: "study", "search.storage": storage, MLFLOW_RUN_NAME: study,
-            **runs.identity_tags(dict(os.environ))}
-    made = client.create_run(experiment_id, tags=tags, run_name=study).info.run_id
-    client.set_terminated(made, "FINISHED")
-    found = oldest()
-    if found != made:  # another worker made one first: keep theirs
-        discard(client, made)
+    made = records.write_run(experiment_id, study, {**role, "search.storage": storage,
+                                                    **runs.identity_tags(dict(os.environ))})
+    found = records.oldest_run(experiment_id, role)
+    if found != made:  # another worker made one first: keep theirs (or, where ours cannot be deleted,
+        records.discard_run(made, ROLE_TAG, "duplicate")  # mark ours a duplicate no worker takes for it)
     return found
-
-
-def discard(client: mlflow.MlflowClient, run_id: str) -> None:
-    """Delete a parent run that lost the race to another worker's. A teammate may not delete runs in
-    an experiment another teammate made (EDIT allows no deleting: 403): there the run is taken out
-    of the study instead, tagged as a duplicate, so no worker takes it for the parent."""
-    try:
-        client.delete_run(run_id)
-    except MlflowException as error:
-        if error.get_http_status_code() != 403:
-            raise
-        client.set_tag(run_id, ROLE_TAG, "duplicate")
 
 
 def outcome(trial: optuna.trial.FrozenTrial) -> str:
@@ -83,40 +55,30 @@ def outcome(trial: optuna.trial.FrozenTrial) -> str:
 
 def log_trial(experiment: str, parent: str, study: str, trial: optuna.trial.FrozenTrial, tags: dict) -> str:
     """One trial as a child run of `parent`: its train section, counts, curves, state and outcome."""
-    client = mlflow.MlflowClient()
-    experiment_id = client.get_run(parent).info.experiment_id
-    state = outcome(trial)
+    attrs, state = trial.user_attrs, outcome(trial)
     start = int(trial.datetime_start.timestamp() * 1000) if trial.datetime_start else None
-    run_tags = {MLFLOW_PARENT_RUN_ID: parent, STUDY_TAG: study, ROLE_TAG: "trial", "trial.number": trial.number,
-                "trial.state": state, "trial.worker": trial.user_attrs.get("worker", "unknown"),
-                **runs.identity_tags(dict(os.environ)), **tags,
-                **{k: v for k, v in trial.user_attrs.items() if k.startswith(("arch.", "params.", "dataset."))}}
-    if trial.user_attrs.get("error"):
-        run_tags["trial.error"] = trial.user_attrs["error"][:5000]
-    run = client.create_run(experiment_id, start_time=start, run_name=f"{study}-{trial.number}",
-                            tags={k: str(v) for k, v in run_tags.items()})
-    section = trial.user_attrs.get("train", {})
-    values = {**section, "param_count": trial.user_attrs.get("param_count"), "macs": trial.user_attrs.get("macs")}
-    params = [Param(k, json.dumps(v, separators=(",", ":")) if isinstance(v, list) else str(v))
-              for k, v in flatten(values).items()]
-    metrics = [Metric(f"val/{key}", row[key], start or 0, row["step"])
-               for row in trial.user_attrs.get("val_curve", []) for key in ("accuracy", "loss")]
-    metrics += [Metric(f"train/{key}", row[key], start or 0, row["step"])
-                for row in trial.user_attrs.get("history", []) for key in ("loss", "accuracy")]
-    metrics.append(Metric("trial/epochs_trained", trial.user_attrs.get("epochs_trained", 0.0), start or 0, 0))
-    for i in range(0, len(params), 100):  # MLflow's limits on one batch
-        client.log_batch(run.info.run_id, params=params[i:i + 100])
-    for i in range(0, len(metrics), 1000):
-        client.log_batch(run.info.run_id, metrics=metrics[i:i + 1000])
     end = int(trial.datetime_complete.timestamp() * 1000) if trial.datetime_complete else None
-    client.set_terminated(run.info.run_id, "FAILED" if trial.state == TrialState.FAIL else "FINISHED", end_time=end)
-    return run.info.run_id
+    run_tags = {STUDY_TAG: study, ROLE_TAG: "trial", "trial.number": trial.number, "trial.state": state,
+                "trial.worker": attrs.get("worker", "unknown"), **runs.identity_tags(dict(os.environ)), **tags,
+                **{k: v for k, v in attrs.items() if k.startswith(("arch.", "params.", "dataset."))}}
+    if attrs.get("error"):
+        run_tags["trial.error"] = attrs["error"][:5000]
+    params = {**attrs.get("train", {}), "param_count": attrs.get("param_count"), "macs": attrs.get("macs")}
+    points = [(f"val/{key}", row[key], row["step"]) for row in attrs.get("val_curve", []) for key in ("accuracy", "loss")]
+    points += [(f"train/{key}", row[key], row["step"]) for row in attrs.get("history", []) for key in ("loss", "accuracy")]
+    points.append(("trial/epochs_trained", attrs.get("epochs_trained", 0.0), 0))
+    return records.write_run(records.experiment_of(parent), f"{study}-{trial.number}", run_tags, params, points,
+                             start, end, "FAILED" if trial.state == TrialState.FAIL else "FINISHED", parent=parent)
 
 
 def log_study(parent: str, study: optuna.Study, best: optuna.trial.FrozenTrial | None) -> list[str]:
     """The study's figures and its best trial on the parent run; returns the figures drawn."""
-    client = mlflow.MlflowClient()
-    drawn = []
+    import matplotlib  # noqa: PLC0415 (only a worker that stops draws)
+
+    matplotlib.use("Agg")  # files only: no display
+    from matplotlib import pyplot  # noqa: PLC0415
+
+    drawn = {}
     quiet = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # "no complete trials" and the like: drawn when there are
     with warnings.catch_warnings():
@@ -131,18 +93,19 @@ def log_study(parent: str, study: optuna.Study, best: optuna.trial.FrozenTrial |
             figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
             figure.set_size_inches(8, 5)
             figure.tight_layout()
-            client.log_figure(parent, figure, f"figures/{name}")
-            pyplot.close(figure)
-            drawn.append(name)
+            drawn[f"figures/{name}"] = figure
     optuna.logging.set_verbosity(quiet)
     trials = study.get_trials(deepcopy=False)
     counts = {state: sum(outcome(t) == state for t in trials) for state in
               ("complete", "pruned", "over budget", "failed")}
-    client.log_batch(parent, tags=[RunTag(f"trials.{k.replace(' ', '_')}", str(v)) for k, v in counts.items()])
+    tags = {f"trials.{k.replace(' ', '_')}": v for k, v in counts.items()}
+    documents, points = {}, []
     if best is not None:
-        client.log_dict(parent, {"number": best.number, "val_accuracy": best.value, "params": best.params,
-                                 "train": best.user_attrs.get("train")}, "best_trial.json")
-        client.log_batch(parent, metrics=[Metric("best/val_accuracy", best.value, 0, len(trials))],
-                         tags=[RunTag("best.trial", str(best.number)),
-                               RunTag("best.params", json.dumps(best.params, separators=(",", ":")))])
-    return drawn
+        documents["best_trial.json"] = {"number": best.number, "val_accuracy": best.value, "params": best.params,
+                                        "train": best.user_attrs.get("train")}
+        points.append(("best/val_accuracy", best.value, len(trials)))
+        tags.update({"best.trial": best.number, "best.params": json.dumps(best.params, separators=(",", ":"))})
+    records.add_to_run(parent, tags, points, documents, drawn)
+    for figure in drawn.values():
+        pyplot.close(figure)
+    return [path.removeprefix("figures/") for path in drawn]

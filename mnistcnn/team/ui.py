@@ -64,10 +64,9 @@ def experiment_id(store_uri: str, name: str) -> str | None:
     """The id of the active experiment `name` in the store, None if it has none (yet)."""
     if store_uri.startswith("sqlite:///") and not Path(store_uri.removeprefix("sqlite:///")).exists():
         return None  # looking would create the database; `mlflow ui` will
-    from mlflow import MlflowClient  # only here: it takes seconds to import
+    from mnistcnn.tracking import store  # noqa: PLC0415 (MLflow: seconds to import, only when there is a store)
 
-    experiment = MlflowClient(tracking_uri=store_uri).get_experiment_by_name(name)
-    return experiment.experiment_id if experiment and experiment.lifecycle_stage == "active" else None
+    return store.active_experiment(store_uri, name)
 
 
 def render(url: str, profile: Path, *flags: str, timeout: float = 120) -> str:
@@ -106,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     base = f"http://{args.host}:{args.port}"
     found = experiment_id(args.backend_store_uri, args.experiment) if args.experiment else None
     if found is not None:
-        from mnistcnn.tracking.runs import VIEW  # noqa: PLC0415 (imports torch: only when there is a table to show)
+        from mnistcnn.tracking.store import VIEW  # noqa: PLC0415 (imports MLflow: only when there is a table to show)
 
         print(f"MLflow UI: runs of {args.experiment} at {runs_table_url(base, found, VIEW)}", flush=True)
     else:
