@@ -14,8 +14,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+
+
+def _umask() -> int:
+    """The process's umask, which files a stage writes honour (read from /proc: setting it to read
+    it would, for a moment, give any file another thread creates no umask at all)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("Umask:"):
+            return int(line.split()[1], 8)
+    raise OSError("no umask in /proc/self/status")
 
 
 class DataError(ValueError):
@@ -88,9 +95,10 @@ def atomic_outputs() -> Iterator[Callable[[str | Path], Path]]:
     try:
         with _disk_errors_named(lambda: ", ".join(map(str, staged))):
             yield stage
+            umask = _umask()
             with _interrupts_held():
                 for path, tmp in staged.items():
-                    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates owner-only files
+                    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates owner-only files
                     os.replace(tmp, path)
     finally:
         for tmp in staged.values():
@@ -164,7 +172,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     try:
         with _disk_errors_named(lambda: str(path)):
             yield staging
-            os.chmod(staging, 0o777 & ~_UMASK)
+            os.chmod(staging, 0o777 & ~_umask())
             if path.exists():
                 shutil.rmtree(path)
             os.replace(staging, path)

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
+from mnistcnn import cli
 from mnistcnn.params import config
 from mnistcnn.team import access, tracking_server, ui
 
@@ -32,31 +32,20 @@ def main() -> int:
     parser.add_argument("--allowed-hosts", default="",
                         help="with a --host other than loopback: the host names (and :port) clients use, comma-separated")
     args = parser.parse_args()
+    if args.action == "add-user" and not args.name:
+        parser.error("add-user needs the teammate's name: python -m stages.server add-user NAME")
     params = config.load()
-    try:
-        if args.action == "stop":
-            stopped = tracking_server.stop(args.folder)
-            print("stopped " + " and ".join(stopped) if stopped else f"no server of {args.folder} was running")
-            return 0
-        if args.action == "add-user":
-            return add_user(args)
+    if args.action == "stop":
+        stopped = tracking_server.stop(args.folder)
+        print("stopped " + " and ".join(stopped) if stopped else f"no server of {args.folder} was running")
+    elif args.action == "add-user":
+        password = access.add_teammate(f"http://127.0.0.1:{args.port}", args.folder.resolve(), args.name)
+        print(f"user {args.name} added: they may log runs, not register models or move aliases. Their password, "
+              f"shown this once:\n  export MLFLOW_TRACKING_USERNAME={args.name} MLFLOW_TRACKING_PASSWORD={password}")
+    else:
         running = tracking_server.start(args.folder, args.host, args.port, study_port=args.study_port,
-                               allowed_hosts=args.allowed_hosts, model_name=params.promote.model_name)
-    except (tracking_server.ServerError, access.AccessError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    report(running, params.tracking.experiment)
-    return 0
-
-
-def add_user(args) -> int:
-    if not args.name:
-        print("error: add-user needs the teammate's name: python -m stages.server add-user NAME", file=sys.stderr)
-        return 2
-    url = f"http://127.0.0.1:{args.port}"
-    password = access.add_teammate(url, args.folder.resolve(), args.name)
-    print(f"user {args.name} added: they may log runs, not register models or move aliases. Their password, "
-          f"shown this once:\n  export MLFLOW_TRACKING_USERNAME={args.name} MLFLOW_TRACKING_PASSWORD={password}")
+                                        allowed_hosts=args.allowed_hosts, model_name=params.promote.model_name)
+        report(running, params.tracking.experiment)
     return 0
 
 
@@ -65,7 +54,7 @@ def report(running: tracking_server.Server, experiment: str) -> None:
     os.environ.update({"MLFLOW_TRACKING_URI": running.url, **access.credentials(running.folder, access.ADMIN)})
     from mnistcnn.tracking import runs  # noqa: PLC0415 (seconds to import: not for `stop`)
 
-    runs = ui.runs_table_url(running.url, runs.open_experiment(experiment), runs.VIEW)
+    table = ui.runs_table_url(running.url, runs.open_experiment(experiment), runs.VIEW)
     print(f"MLflow tracking server at {running.url} (PostgreSQL backend, data in {running.folder}); every request "
           f"needs a user and password\n"
           f"  log runs there:  export MLFLOW_TRACKING_URI={running.url}\n"
@@ -73,10 +62,10 @@ def report(running: tracking_server.Server, experiment: str) -> None:
           f"                   python -m stages.server add-user NAME --port {running.port}\n"
           f"  admin, promoter: their passwords are in {running.folder}/{access.FILES['admin']} and "
           f"{access.FILES['promoter']} (make promote uses the promoter's)\n"
-          f"  runs of {experiment}: {runs}\n"
+          f"  runs of {experiment}: {table}\n"
           f"  search studies:  export SEARCH_STORAGE={running.study_url}  (then make search, on any machine)\n"
           f"  stop it:         make server-stop")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main, user_errors=(tracking_server.ServerError, access.AccessError))

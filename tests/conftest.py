@@ -22,6 +22,8 @@ import pytest
 import torch
 import yaml
 
+import stages  # noqa: F401 (the entry points' process settings, for the stages' code run in-process)
+
 from mnistcnn.training import kernels
 
 ROOT = Path(__file__).resolve().parents[1]

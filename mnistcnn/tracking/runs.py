@@ -17,8 +17,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from mnistcnn.tracking import store  # isort: skip (first: it sets MLflow's environment before mlflow is imported)
-
 import mlflow
 import torch
 from mlflow.data.dataset_source_registry import resolve_dataset_source
@@ -27,7 +25,7 @@ from mlflow.models import infer_signature
 
 from mnistcnn.model.arch import DECLARED
 from mnistcnn.params.config import digest, flatten
-from mnistcnn.tracking import owner
+from mnistcnn.tracking import owner, store
 from mnistcnn.tracking.store import (  # noqa: F401 (re-exported: the stages call them through this door)
     CODE_ROOT, VIEW, WEIGHTS_TAG, connect, open_experiment, tracking_uri, training_run)
 

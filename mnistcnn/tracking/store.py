@@ -21,14 +21,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # read when mlflow is imported
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a stage's log is for its own progress
+import mlflow
+from mlflow.exceptions import MlflowException
 
-import mlflow  # noqa: E402
-from mlflow.exceptions import MlflowException  # noqa: E402
-
-from mnistcnn.tracking import health, owner  # noqa: E402
+from mnistcnn.tracking import health, owner
 
 # A new store's "Creating initial MLflow database tables..." is news to no one: the first run makes one.
 logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
@@ -138,6 +134,12 @@ def open_experiment(name: str) -> str:
     connect()
     with lock():
         return experiment_id(name)
+
+
+def active_experiment(store_uri: str, name: str) -> str | None:
+    """The id of the active experiment `name` in the store at `store_uri`, None if it has none."""
+    experiment = mlflow.MlflowClient(tracking_uri=store_uri).get_experiment_by_name(name)
+    return experiment.experiment_id if experiment and experiment.lifecycle_stage == "active" else None
 
 
 def training_run(experiment: str, weights_sha256: str) -> str | None:
