@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnistcnn.tracking import runs
+from mnistcnn.tracking import owner, runs
 from tests.conftest import ROOT, git_commit, make_repo, params_for, sh, tool_env, stored_runs, write_mnist
 
 OUTPUTS = ("models/model.pt", "models/model.json", "metrics/train.json", "metrics/train_history.json",
@@ -230,7 +230,7 @@ def test_a_run_whose_process_was_killed_is_ended_as_killed_by_the_next_stage(wor
     assert killed["status"] == "RUNNING" and killed["tags"]["run.pid"] == str(process.pid)
 
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # a run whose owner lives
-    other = runs.owner.tags() | {"run.pid": str(live.pid), "run.pid_started": runs.owner._started(live.pid)}
+    other = owner.tags() | {"run.pid": str(live.pid), "run.pid_started": owner._started(live.pid)}
     start = ("import sys, json, mlflow\nfrom mnistcnn.tracking import runs\n"  # a run left RUNNING on purpose
              "client = mlflow.MlflowClient(runs.tracking_uri())\n"
              "client.create_run(client.create_experiment('alive'), tags=json.loads(sys.argv[1]))\n")
@@ -238,10 +238,10 @@ def test_a_run_whose_process_was_killed_is_ended_as_killed_by_the_next_stage(wor
         sh(sys.executable, "-c", start, json.dumps(other), cwd=folder, env=env_for(folder))
         sh(sys.executable, "-c", "from mnistcnn.tracking import runs\nwith runs.run('next', stage='next'):\n    pass\n",
            cwd=folder, env=env_for(folder))
-        runs = {run["id"]: run for run in stored_runs(folder)}
-        assert runs[killed["id"]]["status"] == "KILLED"
-        assert f"process {process.pid} on" in runs[killed["id"]]["tags"]["run.ended_by"]
-        assert [r["status"] for r in runs.values() if r["tags"].get("run.pid") == str(live.pid)] == ["RUNNING"]
+        stored = {run["id"]: run for run in stored_runs(folder)}
+        assert stored[killed["id"]]["status"] == "KILLED"
+        assert f"process {process.pid} on" in stored[killed["id"]]["tags"]["run.ended_by"]
+        assert [r["status"] for r in stored.values() if r["tags"].get("run.pid") == str(live.pid)] == ["RUNNING"]
     finally:
         live.kill()
 
