@@ -18,7 +18,8 @@ from benchmarks import load
 from mnistcnn.data import mnist
 from mnistcnn.outputs import save_torch, sha256_file, write_json
 from mnistcnn.serving import registry as mnistcnn_registry
-from mnistcnn.serving import scoring_server, classifier
+from mnistcnn.serving import classifier
+from mnistcnn.serving.scoring_server import BODY_TIMEOUT, HEADER_TIMEOUT
 from tests.conftest import git_commit, make_repo, sh
 from tests.helpers import using
 
@@ -235,7 +236,7 @@ def test_abuse_is_refused_or_cut_off_in_seconds_and_others_are_served_meanwhile(
     expected = {"50 MB body, declared": "413", "50 MB body, chunked": "413", "JSON 100,000 deep": "400",
                 "headers a byte a second": "closed", "body a byte a second": "408"}[name]
     assert expected in outcome["outcome"], outcome
-    limit = scoring_server.BODY_TIMEOUT if "body a byte" in name else scoring_server.HEADER_TIMEOUT
+    limit = BODY_TIMEOUT if "body a byte" in name else HEADER_TIMEOUT
     assert outcome["seconds"] <= limit + 3, outcome
     assert good["errors"] == 0 and good["answers"] > 0, good
     print(f"{name}: {outcome}; {load.megabytes(memory)}")
