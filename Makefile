@@ -139,10 +139,10 @@ browser:
 # then MLFLOW_TRACKING_URI=http://127.0.0.1:$(SERVER_PORT) sends every stage's run there, and the
 # SEARCH_STORAGE it prints (PostgreSQL on port $(STUDY_PORT), with a password) joins workers to a study.
 server: install
-	python -m stages.server start --folder $(SERVER_DIR) --port $(SERVER_PORT) --study-port $(STUDY_PORT)
+	python -m stages.tracking_server start --folder $(SERVER_DIR) --port $(SERVER_PORT) --study-port $(STUDY_PORT)
 
 server-stop: install
-	python -m stages.server stop --folder $(SERVER_DIR)
+	python -m stages.tracking_server stop --folder $(SERVER_DIR)
 
 # Outputs and run-cache to and from the team's DVC remote (README: "Working as a team").
 push: install

@@ -160,7 +160,7 @@ def _answer(sock: socket.socket, timeout: float) -> str:
 
 def _request_head(url: str, **headers: str) -> bytes:
     host, port = _address(url)
-    lines = [f"POST /invocations HTTP/1.1", f"Host: {host}:{port}", "Content-Type: application/json",
+    lines = ["POST /invocations HTTP/1.1", f"Host: {host}:{port}", "Content-Type: application/json",
              *(f"{name.replace('_', '-')}: {value}" for name, value in headers.items())]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 

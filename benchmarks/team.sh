@@ -16,7 +16,7 @@ git clone -q "$ROOT" "$WORK/a" && cd "$WORK/a"
 dvc remote add --default team "$WORK/remote" >>"$WORK/log"
 dvc repro >>"$WORK/log" 2>&1
 dvc push --run-cache >>"$WORK/log" 2>&1
-python -m stages.server start --folder "$WORK/server" --port "${PORT:-5099}" >>"$WORK/log" 2>&1
+python -m stages.tracking_server start --folder "$WORK/server" --port "${PORT:-5099}" >>"$WORK/log" 2>&1
 url=http://127.0.0.1:${PORT:-5099}
 sqlite=() server=()
 for i in $(seq "$N"); do  # alternating, so drifting load falls on both alike
@@ -38,4 +38,4 @@ for i in $(seq "$N"); do
 done
 echo "clone B, make pull + make repro: ${pulled[*]} s, median $(median "${pulled[@]}")"
 echo "clone C, make repro from scratch: ${scratch[*]} s, median $(median "${scratch[@]}")"
-echo "server left running for a screenshot at $url: python -m stages.server stop --folder $WORK/server"
+echo "server left running for a screenshot at $url: python -m stages.tracking_server stop --folder $WORK/server"

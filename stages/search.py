@@ -88,12 +88,11 @@ def main() -> int:
 
 
 class Records:
-    """Where this worker logs trials: the study's parent run, and the tags every trial's run gets
-    (set once the data is loaded). Also logs the trials other workers left when they died."""
+    """Where this worker logs trials: under the study's parent run, each with the tags every trial's run
+    gets (the machine, the dataset). Also logs the trials other workers left when they died."""
 
-    def __init__(self, experiment: str, study: str):
-        self.experiment, self.study, self.parent, self.tags = experiment, study, "", {}
-        self.started = time.monotonic()
+    def __init__(self, experiment: str, study: str, parent: str, tags: dict, started: float):
+        self.experiment, self.study, self.parent, self.tags, self.started = experiment, study, parent, tags, started
 
     def trial(self, study, trial, ended_by: str = "") -> None:
         from mnistcnn.search import study_runs  # noqa: PLC0415
@@ -109,12 +108,16 @@ class Records:
 
 def search_study(args: argparse.Namespace) -> int:
     """Open (or join) the study, run this worker's trials, then record the study and its winner."""
+    started = time.monotonic()
     params = config.with_overrides(args.params, args.overrides)
     settings, name = params.search, args.study or params.search.study
     space = search.check(params, args.params)  # every bad value, and an unmeetable budget, before any trial
     url = studies.storage_url(args.storage, Path.cwd())
-    records = Records(params.tracking.experiment, name)
-    study = search.open_study(name, studies.open_storage(url, settings.heartbeat, records.stale), settings, space)
+
+    def stale(study, trial) -> None:  # Optuna calls it as a trial starts, when `records` is there
+        records.stale(study, trial)
+
+    study = search.open_study(name, studies.open_storage(url, settings.heartbeat, stale), settings, space)
     from mnistcnn.search import study_runs  # noqa: PLC0415 (now: see the imports)
     from mnistcnn.tracking import runs  # noqa: PLC0415
     from mnistcnn.training import engine, reproducible  # noqa: PLC0415
@@ -123,14 +126,22 @@ def search_study(args: argparse.Namespace) -> int:
     reproducible.configure(params.train.threads, params.train.kernels)  # before any tensor work, as train
     device = engine.pick_device(params.train.device)
     data = load_data(params, device)
-    records.parent = study_runs.parent_run(records.experiment, name, studies.redact(url))
-    records.tags = {**reproducible.environment(device, data.images, params.train.threads),
-                    "dataset.digest": data.dataset_digest}
+    records = Records(params.tracking.experiment, name, study_runs.parent_run(params.tracking.experiment, name,
+                                                                               studies.redact(url)),
+                      {**reproducible.environment(device, data.images, params.train.threads),
+                       "dataset.digest": data.dataset_digest}, started)
     trials = settings.trials if args.trials is None else args.trials
     print(f"search: study {name!r} in {studies.redact(url)}: {len(study.trials)} trial(s) so far; this worker runs "
           f"{trials} on {device}, {data.sizes[0]:,} images, {data.sizes[1]:,} held out; "
           f"budget {settings.max_params:,} parameters, {settings.epochs} epoch(s)", file=sys.stderr)
-    run_trial, running = objective.objective(space, settings, data, device), []
+    return run_trials(study, objective.objective(space, settings, data, device), trials, records,
+                      settings.heartbeat, url)
+
+
+def run_trials(study, run_trial, trials: int, records: Records, heartbeat, url: str) -> int:
+    """This worker's trials; on Ctrl-C the one running is failed and queued again, the study drawn."""
+    from mnistcnn.search import study_runs  # noqa: PLC0415
+    running = []
 
     def this_worker(trial) -> float:
         running[:] = [trial.number]
@@ -143,13 +154,13 @@ def search_study(args: argparse.Namespace) -> int:
         interrupted = [t for t in study.get_trials(deepcopy=False) if t.number in running and t.state.is_finished()]
         for trial in interrupted:
             records.trial(study, trial, "interrupted")
-            studies.retry(study, trial, settings.heartbeat)
+            studies.retry(study, trial, heartbeat)
         study_runs.log_study(records.parent, study, search.best(study))
         numbers = ", ".join(str(t.number) for t in interrupted)
         print(f"search: interrupted{f'; trial {numbers} failed and is queued again' if numbers else ''}. "
               "Continue the study with the same command", file=sys.stderr)
         return cli.EXIT_INTERRUPTED
-    return finish(study, name, records.parent, url)
+    return finish(study, records.study, records.parent, url)
 
 
 def finish(study, name: str, parent: str, url: str) -> int:

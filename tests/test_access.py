@@ -31,8 +31,8 @@ def team(team_server):
 
 
 def add_user(team: tracking_server.Server, name: str) -> tuple[str, str]:
-    """`python -m stages.server add-user NAME`; the login it prints."""
-    added = subprocess.run([sys.executable, "-m", "stages.server", "add-user", name, "--folder", str(team.folder),
+    """`python -m stages.tracking_server add-user NAME`; the login it prints."""
+    added = subprocess.run([sys.executable, "-m", "stages.tracking_server", "add-user", name, "--folder", str(team.folder),
                             "--port", str(team.port)], cwd=ROOT, capture_output=True, text=True)
     assert added.returncode == 0, added.stderr
     return name, re.search(r"MLFLOW_TRACKING_PASSWORD=(\S+)", added.stdout).group(1)
@@ -117,7 +117,7 @@ def test_a_teammate_logs_runs_and_uploads_but_cannot_register_or_move_the_alias(
 def test_add_user_refuses_the_servers_own_users_and_an_existing_name(team):
     started, _ = team
     for name in (access.ADMIN, access.PROMOTER, TEAMMATE):
-        added = subprocess.run([sys.executable, "-m", "stages.server", "add-user", name, "--folder",
+        added = subprocess.run([sys.executable, "-m", "stages.tracking_server", "add-user", name, "--folder",
                                 str(started.folder), "--port", str(started.port)], cwd=ROOT, capture_output=True,
                                text=True)
         assert added.returncode == 1 and added.stderr.startswith("error: ") and name in added.stderr, added.stderr

@@ -326,7 +326,7 @@ def test_the_pages_show_commands_for_the_checks_to_read():
     """The extraction finds what is there (a parser that found nothing would pass every page)."""
     shown = [argv for page in PAGES for _, argv in commands_of(page.read_text())]
     assert ["make", "repro"] in shown and ["dvc", "exp", "run", "-S", "train.seed=1"] in shown
-    assert any(argv[:3] == ["python", "-m", "stages.server"] for argv in shown)
+    assert any(argv[:3] == ["python", "-m", "stages.tracking_server"] for argv in shown)
     assert sum(len(links(page.read_text())) for page in PAGES) > 50
 
 

@@ -124,7 +124,7 @@ def check(params: Params, params_path: Path) -> Space:
         smallest = count if smallest is None else min(smallest, count)
     raise ParamsError(f"search.max_params = {search.max_params:,}: no architecture of the space fits "
                       f"(the smallest of its corners has {smallest:,} parameters)" if smallest is not None else
-                      f"search.space: no combination of its ends and choices builds an architecture")
+                      "search.space: no combination of its ends and choices builds an architecture")
 
 
 def best(study: optuna.Study) -> optuna.trial.FrozenTrial | None:

@@ -10,7 +10,7 @@ get 401 and nothing else. The users:
               $MLFLOW_AUTH_ADMIN_PASSWORD; MLflow ships none.
     promoter  `make promote`'s identity (`promoter.password`): MANAGE on the registered model
               `promote.model_name`, which the server creates, so that no one else owns it.
-    teammates `python -m stages.server add-user NAME`: EDIT on every experiment (log runs,
+    teammates `python -m stages.tracking_server add-user NAME`: EDIT on every experiment (log runs,
               upload artifacts), READ on everything else (default_permission), so they
               cannot register a version or move the champion's alias (403).
 

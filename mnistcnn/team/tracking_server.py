@@ -1,6 +1,6 @@
 """The team's tracking server: MLflow on a real PostgreSQL server, everything in one folder.
 
-`make server` starts it and `make server-stop` stops it (stages/server.py). The
+`make server` starts it and `make server-stop` stops it (stages/tracking_server.py). The
 folder (git-ignored `server/` by default) holds:
 
     postgres/      the PostgreSQL cluster: the backend store (experiments, runs, metrics)

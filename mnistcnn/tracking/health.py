@@ -54,6 +54,6 @@ def login_problem(url: str, timeout: float = TIMEOUT) -> str | None:
         return None  # unreachable: problem() says so
     if not user:
         return (f"the MLflow tracking server at {url} needs a login: set MLFLOW_TRACKING_USERNAME and "
-                "MLFLOW_TRACKING_PASSWORD (its admin adds users: python -m stages.server add-user NAME)")
+                "MLFLOW_TRACKING_PASSWORD (its admin adds users: python -m stages.tracking_server add-user NAME)")
     return (f"the MLflow tracking server at {url} refused the login of MLFLOW_TRACKING_USERNAME={user}: "
             "check MLFLOW_TRACKING_PASSWORD")

@@ -1,8 +1,8 @@
 """`make server` / `make server-stop`: the team's MLflow tracking server on PostgreSQL.
 
-    python -m stages.server start [--folder server] [--host 127.0.0.1 [--allowed-hosts H,...]] [--port 5001]
-    python -m stages.server add-user NAME [--folder server] [--port 5001]
-    python -m stages.server stop  [--folder server]
+    python -m stages.tracking_server start [--folder server] [--host 127.0.0.1 [--allowed-hosts H,...]] [--port 5001]
+    python -m stages.tracking_server add-user NAME [--folder server] [--port 5001]
+    python -m stages.tracking_server stop  [--folder server]
 
 Then MLFLOW_TRACKING_URI=http://127.0.0.1:5001, with a user's MLFLOW_TRACKING_USERNAME and
 MLFLOW_TRACKING_PASSWORD, sends every stage's run there. add-user prints the new teammate's
@@ -22,7 +22,7 @@ from mnistcnn.team import access, tracking_server, ui
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m stages.server", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m stages.tracking_server", description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=["start", "add-user", "stop"])
     parser.add_argument("name", nargs="?", help="add-user: the teammate's user name")
     parser.add_argument("--folder", type=Path, default=Path("server"), help="where its data lives (default: server/)")
@@ -33,7 +33,7 @@ def main() -> int:
                         help="with a --host other than loopback: the host names (and :port) clients use, comma-separated")
     args = parser.parse_args()
     if args.action == "add-user" and not args.name:
-        parser.error("add-user needs the teammate's name: python -m stages.server add-user NAME")
+        parser.error("add-user needs the teammate's name: python -m stages.tracking_server add-user NAME")
     params = config.load()
     if args.action == "stop":
         stopped = tracking_server.stop(args.folder)
@@ -59,7 +59,7 @@ def report(running: tracking_server.Server, experiment: str) -> None:
           f"needs a user and password\n"
           f"  log runs there:  export MLFLOW_TRACKING_URI={running.url}\n"
           f"                   and MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD of a user: add one with\n"
-          f"                   python -m stages.server add-user NAME --port {running.port}\n"
+          f"                   python -m stages.tracking_server add-user NAME --port {running.port}\n"
           f"  admin, promoter: their passwords are in {running.folder}/{access.FILES['admin']} and "
           f"{access.FILES['promoter']} (make promote uses the promoter's)\n"
           f"  runs of {experiment}: {table}\n"
