@@ -140,3 +140,18 @@ def test_a_push_to_main_shares_its_outputs_and_run_cache():
         "${{ secrets.MLFLOW_TRACKING_USERNAME }}", "${{ secrets.MLFLOW_TRACKING_PASSWORD }}"}
     makefile = (ROOT / "Makefile").read_text()
     assert "\tdvc push --run-cache" in makefile and "\tdvc pull --run-cache" in makefile
+
+
+def test_the_committed_lock_records_every_code_dependency_as_it_is_now():
+    """An edit to a stage's code without `dvc repro` leaves dvc.lock stale, which CI's check-repro
+    finds after a quarter of an hour (the pipeline reruns and rewrites the lock); here in a second."""
+    import hashlib  # noqa: PLC0415
+
+    lock = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]
+    tracked = set(subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                                 check=True).stdout.split())
+    stale = sorted(f"{stage}: {dep['path']}" for stage, entry in lock.items() for dep in entry.get("deps", [])
+                   if dep["path"] in tracked
+                   and hashlib.md5((ROOT / dep["path"]).read_bytes()).hexdigest() != dep["md5"])
+    checked = sum(dep["path"] in tracked for entry in lock.values() for dep in entry.get("deps", []))
+    assert stale == [] and checked > 30, "run `make repro` and commit dvc.lock"
