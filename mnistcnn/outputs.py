@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 
-
 def _umask() -> int:
     """The process's umask, which files a stage writes honour (read from /proc: setting it to read
     it would, for a moment, give any file another thread creates no umask at all)."""

@@ -28,6 +28,10 @@ class ShapeError(ValueError):
         super().__init__(f"{key}: {reason}")
         self.key, self.reason = key, reason
 
+    def under(self, prefix: str) -> str:
+        """The error as its full key says it: `prefix.key: reason` (`prefix: reason` for the whole)."""
+        return f"{prefix}{'.' * bool(self.key)}{self.key}: {self.reason}"
+
 
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)

@@ -65,8 +65,8 @@ def _message(error: dict, model: type[BaseModel], prefix: str) -> str:
         return f"{key}: expected a mapping of keys, got {error['input']!r}"
     if error["type"] == "value_error":  # a check of our own: its message says what is allowed
         reason = error["ctx"]["error"]
-        if isinstance(reason, ShapeError):  # a check of a whole mapping (or a SpaceError) names the key inside it
-            return f"{key}{'.' * bool(reason.key)}{reason.key}: {reason.reason}"
+        if isinstance(reason, ShapeError):  # a check of a whole mapping names the key inside it
+            return reason.under(key)
         return f"{key}: {reason}" if isinstance(error["input"], dict) else f"{key} = {error['input']!r}: {reason}"
     allowed = field.description if field is not None and field.description else error["msg"]
     return f"{key} = {error['input']!r}: must be {allowed}"

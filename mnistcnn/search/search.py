@@ -104,7 +104,7 @@ def check(params: Params, params_path: Path) -> Space:
     try:
         leaves = space.parse(search.space)
     except space.SpaceError as err:
-        raise ParamsError(f"search.space{'.' * bool(err.key)}{err.key}: {err.reason}") from None
+        raise ParamsError(err.under("search.space")) from None
     named = space.names(leaves, arch.Arch.model_validate(base["arch"]))
     for name, leaf in named.items():
         for value in leaf.corners():

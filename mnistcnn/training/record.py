@@ -7,7 +7,7 @@ registry version; each trial of the search. Equal records, equal models to compa
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from mnistcnn.model import arch, models
@@ -40,9 +40,6 @@ class Record:
         """What runs and registry versions are found and compared by."""
         return {"model": self.model, "arch.digest": self.arch_digest, "params.digest": self.params_digest,
                 "dataset.digest": self.dataset_digest}
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def record(train: TrainParams, dataset_digest: str) -> Record:
