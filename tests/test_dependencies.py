@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, committed_params, copy_code, git_commit, init_repo, sh, tool_env
+from tests.test_layout import imports
 
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 PARAMS = yaml.safe_load(committed_params().read_text())
@@ -25,18 +26,11 @@ def project_imports(path: str) -> set[str]:
     """The project's own modules that `path` imports, directly or through others (files, repo-relative)."""
     found, todo = set(), [path]
     while todo:
-        tree = ast.parse((ROOT / todo.pop()).read_text())
-        for node in ast.walk(tree):
-            names = []
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in ("mnistcnn",):
-                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-            elif isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names if alias.name.startswith("mnistcnn.")]
-            for name in names:
-                file = name.replace(".", "/") + ".py"
-                if (ROOT / file).is_file() and file not in found:
-                    found.add(file)
-                    todo.append(file)
+        for name in imports(ROOT / todo.pop()):
+            file = name.replace(".", "/") + ".py"
+            if name.startswith("mnistcnn.") and (ROOT / file).is_file() and file not in found:
+                found.add(file)
+                todo.append(file)
     return found
 
 
@@ -49,11 +43,10 @@ def test_every_module_a_stage_imports_is_a_dependency_and_no_other_code_is(stage
     assert "requirements.lock" in deps  # the torch build decides the bytes of every output
 
 
-def test_importing_the_package_changes_nothing_and_the_entry_points_set_only_speed_and_chatter():
-    """Importing any module runs mnistcnn/__init__.py, which no stage lists: a docstring only. The
-    entry points' package sets the process's OpenMP wait policy and MLflow's chatter, never a result."""
-    body = ast.parse((ROOT / "mnistcnn/__init__.py").read_text()).body
-    assert len(body) == 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+def test_the_entry_points_package_sets_only_speed_and_chatter():
+    """Importing any module runs mnistcnn/__init__.py, which no stage lists: a docstring only
+    (tests/test_layout.py checks every package __init__). The entry points' package sets the
+    process's OpenMP wait policy and MLflow's chatter, never a result."""
     body = ast.parse((ROOT / "stages/__init__.py").read_text()).body
     code = [ast.unparse(node) for node in body if not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))]
     assert code == ["import os", "os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')",
