@@ -121,11 +121,18 @@ class PeakMemory:
         self.process, self._stop = psutil.Process(pid), threading.Event()
         self.start = self.peak = memory(self.process)
         self.start_allocated = self.peak_allocated = allocated(self.process)
+        self.members = {self.process, *self.process.children(recursive=True)}
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     @property
     def growth(self) -> int:
         return self.peak_allocated - self.start_allocated
+
+    @property
+    def replaced(self) -> list[int]:
+        """The processes there at the start that are gone (a worker that died): then `growth` counts
+        the replacement's start, not what any request allocated."""
+        return sorted(member.pid for member in self.members if not member.is_running())
 
     def _sample(self) -> None:
         while not self._stop.wait(0.2):

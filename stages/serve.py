@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import tempfile
 from pathlib import Path
+from typing import NoReturn
 
 from mnistcnn import cli
 from mnistcnn.outputs import DataError
@@ -55,17 +57,20 @@ def verified(uri: str, paths, trusted_branch: str, folder: Path) -> tuple[str, P
     return f"{label} (weights of commit {commit[:7]} on {trusted_branch})", model
 
 
-def main() -> int:
+def main() -> NoReturn:
     args = arguments()
     params = config.load()
     uri = args.model or params.promote.model_uri
     store = runs.connect()  # a tracking server must answer, and take our credentials, first
-    with tempfile.TemporaryDirectory(prefix="mnistcnn-serve-") as folder:
-        label, model = verified(uri, params.paths, args.trusted, Path(folder))
-        print(f"serving {label} from {store} at http://{args.host}:{args.port}/invocations "
-              f"({args.workers} workers)", flush=True)
-        scoring_server.run(str(model), args.host, args.port, args.workers)
-    return 0
+    folder = Path(tempfile.mkdtemp(prefix="mnistcnn-serve-"))  # the server deletes it when it stops
+    try:
+        label, model = verified(uri, params.paths, args.trusted, folder)
+    except BaseException:
+        shutil.rmtree(folder)
+        raise
+    print(f"serving {label} from {store} at http://{args.host}:{args.port}/invocations "
+          f"({args.workers} workers)", flush=True)
+    scoring_server.serve(model, folder, args.host, args.port, args.workers)
 
 
 if __name__ == "__main__":

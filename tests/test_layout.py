@@ -1,10 +1,13 @@
 """The package's house rules, checked on every module there is: a check that grows with the code.
 
 Folders by concern, each small; modules a newcomer reads in one sitting; imports that only
-point inwards (no circle, function-level imports included); MLflow behind its two doors.
+point inwards (no circle, function-level imports included); MLflow behind its two doors; and
+the module that each scoring worker re-imports before it may answer its supervisor, light.
 """
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -120,3 +123,14 @@ def test_a_packages_init_holds_its_map_and_nothing_that_runs():
     for init in inits:
         body = ast.parse(init.read_text()).body
         assert len(body) == 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant), init
+
+
+def test_the_module_each_scoring_worker_reimports_first_loads_neither_torch_nor_mlflow():
+    """A scoring worker answers uvicorn's health check only once it has re-imported the server's main
+    module, and is killed when that takes over 5 s: loading torch and MLflow took 16 s on a busy
+    2-core machine, and workers were restarted in a loop (mnistcnn/serving/scoring_server.serve)."""
+    heavy = ("torch", "mlflow", "pandas", "numpy")
+    loaded = subprocess.run([sys.executable, "-c", f"import sys, mnistcnn.serving.scoring_server; "
+                             f"print(sorted(set({heavy!r}) & set(sys.modules)))"],
+                            cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"

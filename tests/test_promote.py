@@ -220,6 +220,7 @@ def test_the_scoring_server_holds_32_clients_without_an_error(scoring_server):
         result = load.load(url, body, clients=32, seconds=2)
     assert result["errors"] == 0 and result["answers"] > 32, result
     print(f"32 clients: {result}; {load.megabytes(memory)}")
+    assert not memory.replaced, f"scoring workers {memory.replaced} died meanwhile"
     assert memory.growth < 128 * 2**20  # bounded: no request grows it
 
 
@@ -240,6 +241,7 @@ def test_abuse_is_refused_or_cut_off_in_seconds_and_others_are_served_meanwhile(
     assert outcome["seconds"] <= limit + 3, outcome
     assert good["errors"] == 0 and good["answers"] > 0, good
     print(f"{name}: {outcome}; {load.megabytes(memory)}")
+    assert not memory.replaced, f"scoring workers {memory.replaced} died meanwhile"
     assert memory.growth < 64 * 2**20  # no worker read 50 MB into memory, let alone parsed it
 
 

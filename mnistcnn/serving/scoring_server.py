@@ -20,6 +20,10 @@ import asyncio
 import json
 import os
 import re
+import shutil
+import sys
+from pathlib import Path
+from typing import NoReturn
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -173,3 +177,22 @@ def run(model_path: str, host: str, port: int, workers: int) -> None:
     uvicorn.run("mnistcnn.serving.scoring_server:create_app", factory=True, host=host, port=port, workers=workers,
                 http=GuardedH11Protocol, limit_concurrency=MAX_CONNECTIONS, timeout_keep_alive=5,
                 h11_max_incomplete_event_size=16 * 1024, log_level="warning")
+
+
+def serve(model_path: Path, folder: Path, host: str, port: int, workers: int) -> NoReturn:
+    """Become (exec) the server of the model at `model_path`; `folder`, which holds it, goes when it stops.
+    Each worker re-imports the main module before it answers uvicorn's health check, and is killed
+    when it has not answered in 5 s: this light module, not the stage that loaded torch and MLflow
+    (16 s on a busy 2-core machine, where workers were restarted in a loop and never served)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", __name__, str(model_path), str(folder), host, str(port),
+                              str(workers)])
+
+
+if __name__ == "__main__":  # only as serve() runs it
+    model, where, address, port_number, worker_count = sys.argv[1:]
+    try:
+        run(model, address, int(port_number), int(worker_count))
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
