@@ -90,7 +90,7 @@ serve: install
 # The scoring server under load (32 clients for 60 s) and abuse (a 50 MB body, deep JSON, slow clients):
 # figures into benchmarks/serve.json; after make promote, about 11 minutes
 bench-serve: install
-	python -m benchmarks.serve
+	python -m benchmarks.load
 
 exp: install  # one experiment from a recipe: make exp RECIPE=tiny10k EXP_ARGS="-S train.seed=1"
 	flags="$$(python -m stages.recipe $(RECIPE))" && dvc exp run $$flags $(EXP_ARGS)

@@ -311,6 +311,18 @@ def test_every_relative_link_and_anchor_of_a_page_resolves(page):
     assert link_problems(page) == []
 
 
+RUN_MODULE = re.compile(r"(?:\bpython3?|\$\(PYTHON\))(?:\s+-\w+)*\s+-m\s+([\w.]+)")
+
+
+def test_every_module_the_makefile_dvc_yaml_and_ci_run_names_exists():
+    """`make -n` passes a recipe whose module is missing (`make bench-serve` named one for months)."""
+    sources = {name: "\n".join(line for line in (ROOT / name).read_text().splitlines()
+                               if not line.lstrip().startswith("#")) for name in ("Makefile", "dvc.yaml", ".ci/run")}
+    found = {(name, module) for name, text in sources.items() for module in RUN_MODULE.findall(text)}
+    assert {module for _, module in found} >= {"stages.train", "benchmarks.load", "plots.offline"}
+    assert [f"{name}: python -m {module}" for name, module in sorted(found) if not module_exists(module)] == []
+
+
 def test_the_readme_is_a_front_door_that_opens_with_the_two_commands():
     text = (ROOT / "README.md").read_text()
     assert len(text.splitlines()) <= README_MAX_LINES

@@ -11,7 +11,7 @@ time, and reads a body of any size into memory. So each request here must
 - nest its JSON at most MAX_DEPTH deep (an image batch is 4 deep), else 400;
 
 and each worker holds at most MAX_CONNECTIONS connections (more are answered 503).
-The numbers come from the load test (benchmarks/serve.py; README: Serving).
+The numbers come from the load test (benchmarks/load.py; docs/serving.md).
 """
 
 from __future__ import annotations
