@@ -6,6 +6,7 @@ from torch import nn
 
 from mnistcnn.data import mnist
 from mnistcnn.model import models
+from mnistcnn.params.config import ParamsError
 from mnistcnn.training import engine, optim
 from tests.conftest import synthetic_split
 
@@ -110,6 +111,12 @@ def test_auto_prefers_cuda_then_mps_then_the_cpu_and_an_explicit_device_is_honou
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
     assert engine.pick_device("auto") == torch.device(chosen)
     assert engine.pick_device("cpu") == torch.device("cpu")
+    for device, present in (("cuda", cuda), ("mps", mps)):
+        if present:
+            assert engine.pick_device(device) == torch.device(device)
+        else:  # one line naming the key, not torch's traceback once the data has loaded
+            with pytest.raises(ParamsError, match=f"train.device = '{device}': torch finds no {device.upper()} device"):
+                engine.pick_device(device)
 
 
 # What torch hands to MKL's vector maths (ATen's vml.h), whose code and last bits depend on the CPU

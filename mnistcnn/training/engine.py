@@ -21,6 +21,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from mnistcnn.model.models import NUM_CLASSES
+from mnistcnn.params.config import ParamsError
 from mnistcnn.training.optim import make_optimizer, make_scheduler
 
 if TYPE_CHECKING:
@@ -44,7 +45,12 @@ class Evaluation:
 
 
 def pick_device(requested: str) -> torch.device:
-    """The device to train on: `auto` takes CUDA, then Apple MPS, then the CPU."""
+    """The device to train on: `auto` takes CUDA, then Apple MPS, then the CPU; ParamsError for a
+    device this machine lacks (torch would fail with a traceback after the data loaded)."""
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if requested in available and not available[requested]:
+        raise ParamsError(f"train.device = {requested!r}: torch finds no {requested.upper()} device on this machine "
+                          "(auto takes the best there is; cpu always works)")
     if requested != "auto":
         return torch.device(requested)
     if torch.cuda.is_available():
