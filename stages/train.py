@@ -77,6 +77,10 @@ def main() -> None:
         held = f", {len(validation[1]):,} held out for validation" if validation else ", none held out"
         print(f"train: {train.model} ({made.params:,} parameters, {made.macs / 1e6:.2f}M multiply-adds per image) "
               f"on {device}, {len(labels):,} images{held}, {train.epochs} epoch(s)", file=sys.stderr)
+        if made.params > params.gate.max_params:  # said, not refused: an experiment may explore past the budget
+            print(f"train: warning: {made.params:,} parameters is over gate.max_params = {params.gate.max_params:,}:"
+                  " the gate will refuse this model (`make budget` counts an architecture in a second)",
+                  file=sys.stderr)
         with phases.phase("training loop"), reproducible.nondeterministic_kernels() as kernels:
             model, history = trainer.train_model(train, images, labels, device, progress.epoch, validation,
                                                  progress.score)

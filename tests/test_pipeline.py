@@ -217,3 +217,21 @@ def test_evaluate_refuses_weights_with_a_flipped_byte_and_writes_no_metrics(repo
     finally:
         weights.unlink()
         weights.write_bytes(original)
+
+
+def test_a_model_over_the_gate_budget_is_said_before_it_trains_and_still_trained(repo):
+    """An experiment may explore past the budget: train warns in one line before the first epoch;
+    only the gate refuses. The budget is no dependency of train: changing it retrains nothing."""
+    repo, env, first = repo
+    assert "gate.max_params" not in first  # 8,890 parameters, under the committed 25,000
+    committed = (repo / "params.yaml").read_text()
+    params = yaml.safe_load(committed)
+    params["gate"]["max_params"] = 5000
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        assert "Running stage" not in sh("dvc", "repro", cwd=repo, env=env)
+        forced = sh("dvc", "repro", "--force", "--single-item", "train", cwd=repo, env=env)
+    finally:
+        (repo / "params.yaml").write_text(committed)
+    said = forced.index("train: warning: 8,890 parameters is over gate.max_params = 5,000: the gate will refuse")
+    assert said < forced.index("train: epoch 1/")
