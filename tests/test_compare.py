@@ -16,8 +16,13 @@ def shown(name, validation, test, params, train, error=None):
             "data": {"metrics": metrics, "params": {"params.yaml": {"data": {"train": train}}}}}
 
 
+BLOCKS = [{"channels": 12, "pool": "max"}, {"channels": 24, "pool": "max"}, {"channels": 40},
+          {"channels": 24, "pool": "max", "dropout": "element"}]
+
+
 def experiment_show():
-    base = {"model": "quick25k", "lr": 0.02, "seed": 0, "augment": {"rotate": 0, "translate": 0.1}}
+    base = {"model": "quick25k", "lr": 0.02, "seed": 0, "augment": {"rotate": 0, "translate": 0.1},
+            "arch": {"blocks": BLOCKS, "dropout": 0}}
     commit = shown("main", 0.9854, 0.9919, 22350, base)
     commit["experiments"] = [{"revs": [shown("seed-1", 0.9871, 0.9902, 22350, {**base, "seed": 1})]},
                              {"revs": [shown("tiny", 0.9790, 0.9911, 8890, {**base, "model": "tiny10k"})]},
@@ -27,23 +32,50 @@ def experiment_show():
 
 def test_rows_are_best_validation_first_with_only_the_params_that_differ():
     lines = compare.table(compare.rows(experiment_show()), width=200).splitlines()
-    assert lines[0].split()[:4] == ["experiment", "validation", "test", "params"]
-    assert lines[0].endswith("differs: lr, model, seed")  # augment.* is the same in every row
-    assert [line.split()[0] for line in lines[1:]] == ["seed-1", "workspace", "main", "tiny", "broken"]
-    assert lines[1].split()[1:] == ["0.9871", "0.9902", "22350", "lr=0.02", "model=quick25k", "seed=1"]
-    assert lines[-1].split()[1:4] == ["-", "-", "-"] and lines[-1].endswith("failed: no metrics")
+    assert lines[0].split() == ["experiment", "validation", "test", "params", "lr", "seed", "model"]  # not augment.*
+    assert [line.split()[0] for line in lines[1:6]] == ["seed-1", "workspace", "main", "tiny", "broken"]
+    assert lines[1].split()[1:] == ["0.9871", "0.9902", "22350", "0.02", "1", "quick25k"]
+    assert lines[5].split()[1:] == ["failed", "-", "-", "5.0", "0", "quick25k"]  # the param that failed it shows
+    assert lines[6:] == ["failed: the experiment failed, no metrics (dvc exp show lists its error)"]
 
 
 def test_a_commit_whose_validation_metrics_are_not_in_the_cache_says_to_pull():
     """metrics/test.json is in git, metrics/train.json in the DVC cache: a fresh clone has only the first."""
     commit = shown("main", 0.9854, 0.9919, 22350, {"model": "quick25k"})
     del commit["data"]["metrics"]["metrics/train.json"]
-    line = compare.table(compare.rows([commit]), width=200).splitlines()[1]
-    assert line.split()[1:4] == ["-", "0.9919", "22350"] and "not in this DVC cache (make pull)" in line
+    lines = compare.table(compare.rows([commit]), width=200).splitlines()
+    assert lines[0].endswith("(no train param differs)")
+    assert lines[1].split()[1:4] == ["-", "0.9919", "22350"] and "not in this DVC cache (make pull)" in lines[2]
 
 
-def test_every_line_fits_the_width_and_a_cut_line_says_so():
+def with_architectures():
+    """experiment_show, and two declared architectures: quick25k's, and the same channels with two
+    convolutions a block."""
+    found = experiment_show()
+    declared = {**found[1]["data"]["params"]["params.yaml"]["data"]["train"], "model": "declared"}
+    doubled = {**declared, "arch": {"blocks": [{**block, "convs": 2} for block in BLOCKS], "dropout": 0}}
+    found[1]["experiments"] += [{"revs": [shown("wide", 0.9881, 0.9921, 56554, declared)]},
+                                {"revs": [shown("deep", 0.9885, 0.9925, 61674, doubled)]}]
+    return found
+
+
+def test_at_80_columns_the_count_and_the_short_params_show_and_an_architecture_is_its_channels():
+    lines = compare.table(compare.rows(with_architectures()), width=80, budget=25000).splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    assert lines[0].split() == ["experiment", "validation", "test", "params", "lr", "seed", "model", "arch.blocks"]
+    deep, wide = lines[1].split(), lines[2].split()
+    assert deep[:4] == ["deep", "0.9885", "0.9925", "61674!"] and wide[3] == "56554!"  # over the budget, marked
+    # the same channels, different blocks: each also shows its digest, so they are not taken for one
+    assert deep[-1].startswith("12-24-40-24#") and wide[-1].startswith("12-24-40-24#") and deep[-1] != wide[-1]
+    assert lines[-1] == "!: over gate.max_params = 25,000: `make gate` refuses it"
+
+
+def test_what_does_not_fit_is_named_with_the_width_that_shows_it():
     for width in (40, 50, 60):
-        lines = compare.table(compare.rows(experiment_show()), width=width).splitlines()
+        lines = compare.table(compare.rows(with_architectures()), width=width).splitlines()
         assert all(len(line) <= width for line in lines)
-        assert any(line.endswith("…") for line in lines)  # the params did not fit, and it shows
+    lines = compare.table(compare.rows(with_architectures()), width=64).splitlines()
+    said = [line for line in lines if line.startswith("not shown: arch.blocks (COMPARE_ARGS=--width=")]
+    assert "arch.blocks" not in lines[0] and len(said) == 1
+    wider = int(said[0].split("--width=")[1].split()[0])
+    assert "arch.blocks" in compare.table(compare.rows(with_architectures()), width=wider).splitlines()[0]
