@@ -213,3 +213,19 @@ def test_numbers_mean_what_they_mean_to_dvc(text, value):
     raw = copy.deepcopy(VALID)
     raw["train"]["lr"] = config.parse_yaml(f"lr: {text}\n", "params.yaml")["lr"]
     assert config.parse(raw).train.lr == value
+
+
+@pytest.mark.parametrize("override", ["train.seed=1", "train.model=tiny10k", "search.base=tiny10k"])
+def test_dvc_exp_run_set_param_changes_only_the_line_of_its_value(tmp_path, override):
+    """`dvc exp run -S` rewrites params.yaml through DVC's YAML writer: params.yaml is kept in the
+    layout it writes (lists under their key, null as an empty value), so the diff is the value alone."""
+    from dvc.utils.hydra import apply_overrides  # noqa: PLC0415 (what -S calls)
+
+    path = tmp_path / "params.yaml"
+    path.write_text((ROOT / "params.yaml").read_text())
+    apply_overrides(path, [override])
+    before, after = (ROOT / "params.yaml").read_text().splitlines(), path.read_text().splitlines()
+    changed = [(old, new) for old, new in zip(before, after) if old != new]
+    key, value = override.rsplit("=", 1)
+    assert len(before) == len(after) and len(changed) == 1, changed
+    assert changed[0][1].split("#")[0].strip() == f"{key.rsplit('.', 1)[1]}: {value}"
