@@ -19,7 +19,7 @@ COMPARE_ARGS ?=
 # DVC runs each stage's `python -m stages.X` through the shell: put the venv first.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro check-repro test test-fast test-cpus qemu gate promote serve exp compare budget search bench bench-e2e bench-search bench-serve bench-kernels ui browser plots-lib server server-stop push pull lock clean
+.PHONY: install repro check-repro test test-fast test-cpus qemu gate promote serve reset exp compare budget search bench bench-e2e bench-search bench-serve bench-kernels ui browser plots-lib server server-stop push pull lock clean
 
 install: $(STAMP) plots-lib
 
@@ -91,6 +91,11 @@ serve: install
 # figures into benchmarks/serve.json; after make promote, about 11 minutes
 bench-serve: install
 	python -m benchmarks.load
+
+# The workspace back to the commit's params.yaml, dvc.lock, metrics and DVC outputs: a workspace
+# `dvc exp run` leaves its values applied, and the next experiment would start from them.
+reset: install
+	python -m stages.reset
 
 exp: install  # one experiment from a recipe: make exp RECIPE=tiny10k EXP_ARGS="-S train.seed=1"
 	flags="$$(python -m stages.recipe $(RECIPE))" && dvc exp run $$flags $(EXP_ARGS)

@@ -80,3 +80,22 @@ def test_a_declared_architecture_runs_as_an_experiment_and_compares_on_validatio
     assert validations == sorted(validations, reverse=True) and len(validations) >= 3  # best validation first
     wide = sh("bash", "-c", compare.replace("--width 80", "--width 1000"), cwd=repo, env=env).splitlines()
     assert "model=declared" in next(line for line in wide if line.startswith("declared-1 "))  # what tells it apart
+
+
+def test_a_workspace_experiment_stays_applied_for_the_next_and_reset_brings_back_the_commit(repo):
+    """The chain docs/experiments.md warns of: a second workspace experiment inherits the first's -S
+    value. `make reset` (stages.reset) then leaves `git status` clean and the committed weights."""
+    repo, env, baseline = repo
+    committed = (repo / "params.yaml").read_text()
+    sh("dvc", "exp", "run", "-n", "chain-1", "-S", "train.seed=1", cwd=repo, env=env)
+    sh("dvc", "exp", "run", "-n", "chain-2", "-S", "train.lr=0.01", cwd=repo, env=env)
+    chained = [run for run in stored_runs(repo) if run["tags"].get("dvc.exp_name") == "chain-2"]
+    assert [run["params"]["seed"] for run in chained] == ["1"]  # applied by chain-1, not asked for
+    assert sh("git", "status", "--porcelain", "--untracked-files=no", cwd=repo, env=env)
+
+    said = sh(sys.executable, "-m", "stages.reset", cwd=repo, env=env)
+    assert "params.yaml" in said and "dvc.lock" in said
+    assert sh("git", "status", "--porcelain", cwd=repo, env=env) == ""
+    assert (repo / "params.yaml").read_text() == committed
+    assert "Running stage" not in sh("dvc", "repro", cwd=repo, env=env)  # the outputs are the commit's again
+    assert sh("git", "rev-parse", "HEAD", cwd=repo, env=env).strip() == baseline
