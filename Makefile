@@ -142,7 +142,8 @@ browser:
 
 # The team's MLflow tracking server on PostgreSQL (mnistcnn/team/tracking_server.py), its data in $(SERVER_DIR)/;
 # then MLFLOW_TRACKING_URI=http://127.0.0.1:$(SERVER_PORT) sends every stage's run there, and the
-# SEARCH_STORAGE it prints (PostgreSQL on port $(STUDY_PORT), with a password) joins workers to a study.
+# SEARCH_STORAGE in $(SERVER_DIR)/search_storage.url (PostgreSQL on port $(STUDY_PORT), with its password;
+# mode 0600, never printed) joins workers to a study.
 server: install
 	python -m stages.tracking_server start --folder $(SERVER_DIR) --port $(SERVER_PORT) --study-port $(STUDY_PORT)
 

@@ -63,7 +63,9 @@ def report(running: tracking_server.Server, experiment: str) -> None:
           f"  admin, promoter: their passwords are in {running.folder}/{access.FILES['admin']} and "
           f"{access.FILES['promoter']} (make promote uses the promoter's)\n"
           f"  runs of {experiment}: {table}\n"
-          f"  search studies:  export SEARCH_STORAGE={running.study_url}  (then make search, on any machine)\n"
+          f"  search studies:  export SEARCH_STORAGE=\"$(cat {running.study_url_file})\"  (then make search)\n"
+          f"                   the file holds the study database's password, readable by you only: copy it\n"
+          f"                   privately to a worker's machine\n"
           f"  stop it:         make server-stop")
 
 

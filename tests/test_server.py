@@ -4,6 +4,7 @@ as the promoter, and logins missing or wrong. (Its restart: test_postgres.py; a 
 test_server_down.py; queued experiments: test_server_queue.py.)"""
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -12,7 +13,7 @@ import pytest
 
 from mnistcnn.team import access
 from tests import helpers
-from tests.conftest import git_commit, make_repo, sh
+from tests.conftest import ROOT, git_commit, make_repo, sh
 from tests.helpers import as_admin, login, rest
 
 EXPERIMENT = "mnist-compact-cnn"  # params.yaml's tracking.experiment, and promote's registered model
@@ -133,3 +134,17 @@ def test_promote_registers_the_model_on_the_server_once(tracking_server, repo):
     assert model["aliases"] == [{"alias": "champion", "version": "1"}]
     version = rest(tracking_server.url, "model-versions/get", name=EXPERIMENT, version="1")["model_version"]
     assert version["run_id"] == trained_run(tracking_server.url, repo)["id"]
+
+
+def test_make_server_shows_where_the_study_url_is_and_never_its_password(tracking_server):
+    """The study URL holds the PostgreSQL password: a file of mode 0600, not a line that logs and
+    scrollback keep. A second start finds the server running and reports it, as `make server` does."""
+    from mnistcnn.team import postgres  # noqa: PLC0415
+
+    folder = tracking_server.folder
+    said = sh(sys.executable, "-m", "stages.tracking_server", "start", "--folder", str(folder),
+              "--port", str(tracking_server.port), cwd=ROOT, env=dict(os.environ))
+    assert postgres.study_password(folder) not in said and "optuna:" not in said
+    assert f'export SEARCH_STORAGE="$(cat {tracking_server.study_url_file})"' in said
+    assert tracking_server.study_url_file.stat().st_mode & 0o777 == 0o600
+    assert tracking_server.study_url_file.read_text() == tracking_server.study_url

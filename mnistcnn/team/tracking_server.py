@@ -57,6 +57,11 @@ class Server:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def study_url_file(self) -> Path:
+        """study_url, in a file only its owner reads: printed, it would stay in logs and scrollback."""
+        return self.folder / "search_storage.url"
+
 
 def _record(folder: Path) -> Path:
     return folder / "mlflow.json"
@@ -109,7 +114,7 @@ def start(folder: Path, host: str, port: int, workers: int = 2, study_port: int 
         study = postgres.study_url(folder, record["host"], record["study_port"]) if "study_port" in record else ""
         server = Server(folder, record["host"], record["port"], study)
         if health.check(server.url):
-            return server
+            return _with_url_file(server)
         raise ServerError(f"the MLflow server of {folder} (process {process.pid}) does not answer at "
                           f"{server.url}: see {folder / 'mlflow.log'}, or stop it with `make server-stop`")
     if health.check(f"http://{host}:{port}"):
@@ -141,6 +146,12 @@ def start(folder: Path, host: str, port: int, workers: int = 2, study_port: int 
         stop(folder)
         raise ServerError(f"the MLflow server started but its users could not be set up ({err}): "
                           f"see {folder / 'mlflow.log'}") from None
+    return _with_url_file(server)
+
+
+def _with_url_file(server: Server) -> Server:
+    server.study_url_file.unlink(missing_ok=True)  # rewritten: the host or port can change between starts
+    access.private_file(server.study_url_file, server.study_url)
     return server
 
 
