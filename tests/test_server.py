@@ -33,7 +33,7 @@ def repo(tmp_path_factory, tracking_server):
     repo, env = make_repo(tmp_path_factory.mktemp("repo"), store=False)  # a local store must stay absent
     teammate = login("alice", access.add_teammate(tracking_server.url, tracking_server.folder, "alice"))
     env = {**env, "MLFLOW_TRACKING_URI": tracking_server.url, **teammate}
-    sh("dvc", "repro", cwd=repo, env=env)
+    (repo.parent / "repro.out").write_text(sh("dvc", "repro", cwd=repo, env=env))  # what the teammate saw
     return repo, env
 
 
@@ -148,3 +148,17 @@ def test_make_server_shows_where_the_study_url_is_and_never_its_password(trackin
     assert f'export SEARCH_STORAGE="$(cat {tracking_server.study_url_file})"' in said
     assert tracking_server.study_url_file.stat().st_mode & 0o777 == 0o600
     assert tracking_server.study_url_file.read_text() == tracking_server.study_url
+
+
+def test_a_teammates_repro_says_where_each_stages_run_is_once_and_nothing_of_mlflows(tracking_server, repo):
+    repo, _ = repo
+    said = (repo.parent / "repro.out").read_text()
+    run = trained_run(tracking_server.url, repo)
+    experiment = rest(tracking_server.url, "experiments/get-by-name", experiment_name=EXPERIMENT)["experiment"]
+    link = f"{tracking_server.url}/#/experiments/{experiment['experiment_id']}/runs/{run['id']}"
+    links = [line for line in said.splitlines() if " run at " in line]
+    assert [line.split(":")[0] for line in links] == ["download", "train", "evaluate"]  # its own run, then one
+    assert links[1:] == [f"train: run at {link}", f"evaluate: run at {link}"]
+    assert "View run" not in said and "View experiment" not in said and "INFO mlflow" not in said
+    lines = [line for line in said.splitlines() if line.startswith(("download:", "train:", "evaluate:", "ERROR"))]
+    assert len(lines) == len(set(lines)) > 3, said  # no stage's line twice (DVC's own "Updating lock" is per stage)

@@ -12,6 +12,7 @@ import importlib
 import json
 import os
 import subprocess
+import sys
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -88,6 +89,9 @@ def run(experiment: str, stage: str, run_name: str | None = None, run_id: str | 
         _end(active.info.run_id, _status(error), trained_until)
         raise
     _end(active.info.run_id, "FINISHED", trained_until)
+    if tracking_uri().startswith(("http://", "https://")):  # MLflow's own two links are off (stages/__init__.py)
+        print(f"{stage}: run at {tracking_uri().rstrip('/')}/#/experiments/{active.info.experiment_id}/runs/"
+              f"{active.info.run_id}", file=sys.stderr)
 
 
 def _end(run_id: str, status: str, end_time: int | None) -> None:
