@@ -342,6 +342,35 @@ def test_the_pages_show_commands_for_the_checks_to_read():
     assert sum(len(links(page.read_text())) for page in PAGES) > 50
 
 
+def test_the_team_pages_first_run_on_the_server_runs_the_stages_even_on_an_up_to_date_clone():
+    """A plain `make repro` on a clone that is up to date runs no stage, and logs nothing to the server."""
+    shown = [argv for _, argv in commands_of((ROOT / "docs/team.md").read_text())]
+    pointed = next(i for i, argv in enumerate(shown) if "MLFLOW_TRACKING_URI=" in " ".join(argv))
+    first = next(argv for argv in shown[pointed:] if argv[:2] in (["make", "repro"], ["dvc", "repro"], ["dvc", "exp"]))
+    assert first[:3] in (["dvc", "repro", "--force"], ["dvc", "repro", "-f"], ["dvc", "exp", "run"]), first
+
+
+BARE_PYTHON = re.compile(r"(?:^|[\s$(])python3?\s")
+
+
+def bare_python(text: str) -> list[str]:
+    """The sh lines that run a bare `python` before the page activates the venv: in a new shell it is
+    the system's, with none of the project's packages."""
+    activate = text.find("source .venv/bin/activate")
+    return [f"line {start + i}: {line.strip()}" for info, start, lines in blocks(text) if info in ("sh", "bash", "")
+            for i, line in enumerate(lines) if BARE_PYTHON.search(line.split("#")[0])
+            and not 0 <= activate < line_offset(text, start + i)]
+
+
+def line_offset(text: str, number: int) -> int:
+    return sum(len(line) + 1 for line in text.splitlines()[: number - 1])
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_a_page_runs_python_from_the_venv(page):
+    assert bare_python(page.read_text()) == []
+
+
 # --- each check, fed a broken line ---------------------------------------------------------------
 
 def sh_block(*lines: str) -> str:
@@ -388,6 +417,13 @@ def test_the_makefile_reader_finds_rules_not_variables():
     targets = makefile_targets()
     assert {"repro", "test", "compare", "ui", "bench", "install"} <= targets
     assert not {"PYTHON", "BIN", "export", "PHONY", ".PHONY"} & targets
+
+
+def test_the_python_check_fails_before_the_venv_is_active_and_passes_after():
+    assert bare_python(sh_block('curl -d "$(python -c 1)"')) == ['line 4: curl -d "$(python -c 1)"']
+    assert bare_python(sh_block(".venv/bin/python -m stages.predict x.png", "python3 -V  # a comment")) == [
+        "line 5: python3 -V  # a comment"]
+    assert bare_python(sh_block("source .venv/bin/activate", "python -m stages.recipe tiny10k")) == []
 
 
 def test_the_link_check_fails_on_a_missing_file_or_heading():
