@@ -38,15 +38,30 @@ def changed() -> list[str]:
     return git("diff", "--name-only", "HEAD", "--", *files).split()
 
 
+def _missing(said: str) -> str:
+    """What `dvc checkout` said, shortened to the outputs this cache lacks and what to run, where that was it."""
+    lines = [line.strip() for line in said.splitlines()]
+    if "Is your cache up to date?" not in lines or not any(line.startswith("ERROR: Checkout failed") for line in lines):
+        return said.strip()
+    first = next(i for i, line in enumerate(lines) if line.startswith("ERROR: Checkout failed")) + 1
+    missing = lines[first:lines.index("Is your cache up to date?")]
+    return f"this DVC cache lacks the commit's {', '.join(missing)}: `make repro` reproduces them, `make pull` fetches them"
+
+
 def main() -> int:
     commit = git("rev-parse", "--short", "HEAD").strip()
     names = changed()
     if names:
         git("checkout", "HEAD", "--", *names)
-        print(f"reset: {', '.join(names)} back as commit {commit} has them (their uncommitted edits dropped)")
+        print(f"reset: {', '.join(names)} back as commit {commit} has them (their uncommitted edits dropped)",
+              flush=True)
     else:
-        print(f"reset: {', '.join(TRACKED)} are as commit {commit} has them")
-    return subprocess.run(["dvc", "checkout", "--force"]).returncode
+        print(f"reset: {', '.join(TRACKED)} are as commit {commit} has them", flush=True)
+    checkout = subprocess.run(["dvc", "checkout", "--force"], capture_output=True, text=True)
+    print(checkout.stdout, end="")
+    if checkout.returncode != 0:
+        raise DataError(f"dvc checkout: {_missing(checkout.stderr)}")
+    return 0
 
 
 if __name__ == "__main__":
