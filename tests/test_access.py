@@ -1,6 +1,6 @@
 """Only the team gets in, and only the promoter moves the champion: the real team server (MLflow's
 authentication app on PostgreSQL, `mnistcnn.team.tracking_server`), attacked over HTTP, and its UI logged in to in
-headless Chromium."""
+headless Chromium (Playwright)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import sys
 
 import pytest
 import requests
+from playwright.sync_api import Browser, Page
+from playwright.sync_api import Error as BrowserError
 
 from mnistcnn.team import access, tracking_server, ui
-from tests.browser import Browser
 from tests.conftest import ROOT, free_port
 
 # A registered model of this module's own on the run's shared team server, set up as the server sets
@@ -130,23 +131,31 @@ def test_binding_beyond_loopback_needs_the_allowed_hosts(tmp_path):
     assert not (tmp_path / "postgres").exists()  # refused before anything started
 
 
-def test_the_ui_shows_the_runs_once_logged_in_and_nothing_before(team, tmp_path):
+def typed(browser: Browser, login: tuple[str, str]) -> Page:
+    """A page whose user types `login` into the browser's basic-auth dialog: sent only in answer to
+    the server's challenge (a 401), never unasked; a login the server refuses is not tried twice."""
+    user, password = login
+    context = browser.new_context(http_credentials={"username": user, "password": password, "send": "unauthorized"})
+    return context.new_page()
+
+
+def test_the_ui_shows_the_runs_once_logged_in_and_nothing_before(team):
     started, teammate = team
     url = ui.runs_table_url(started.url, "0")  # the Default experiment: the attacks made runs in it
     runs = requests.post(f"{started.url}/api/2.0/mlflow/runs/search", json={"experiment_ids": ["0"]},
                          auth=teammate).json()["runs"]
     names = [run["info"]["run_name"] for run in runs]
     assert names
-    browser = Browser(tmp_path / "in", teammate)
-    try:
-        text = browser.text_once(url, [*names, teammate[0]])
-    finally:
-        browser.close()
-    assert browser.auth_requests >= 1 and all(name in text for name in names), text[:2000]
-    assert teammate[0] in text  # the page names who is logged in
-    browser = Browser(tmp_path / "out", None)
-    try:
-        text = browser.text_once(url, names, timeout=15)
-    finally:
-        browser.close()
-    assert "not authenticated" in text and not any(name in text for name in names), text[:2000]
+    challenge = requests.get(url, timeout=30)  # what the browser's first request gets: the login dialog
+    assert challenge.status_code == 401 and challenge.headers["WWW-Authenticate"].startswith("Basic"), challenge
+    with ui.chromium() as browser:
+        text = ui.shown(typed(browser, teammate), url, [*names, teammate[0]])
+        assert all(name in text for name in names), text[:2000]
+        assert teammate[0] in text  # the page names who is logged in
+        text = ui.shown(typed(browser, (teammate[0], "not-the-password")), url, names, timeout=15)
+        assert "not authenticated" in text and not any(name in text for name in names), text[:2000]
+        cancelled = browser.new_page()  # no login given: the dialog closed
+        with pytest.raises(BrowserError, match="ERR_INVALID_AUTH_CREDENTIALS"):
+            cancelled.goto(url)
+        cancelled.wait_for_load_state()  # Chromium's error page
+        assert not any(name in cancelled.inner_text("body") for name in names)

@@ -1,7 +1,7 @@
 """`dvc plots show` and `dvc plots diff` draw every plot of dvc.yaml with no network at all: the page
 .dvc/config names carries its charting libraries (plots/offline.py; `make plots-lib` builds it). Each
-page is opened in a headless Chromium started in a network namespace of its own (`unshare --net`),
-where a page that loads anything from a CDN draws nothing.
+page is opened in a headless Chromium (Playwright) started in a network namespace of its own
+(`unshare --net`), where a page that loads anything from a CDN draws nothing.
 
 The histories and predictions the plots read are written here, not trained: this is about drawing."""
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import time
@@ -18,10 +19,10 @@ from pathlib import Path
 import configobj
 import pytest
 import yaml
+from playwright.sync_api import Page, Request
 
 from mnistcnn.team import ui
 from plots import offline
-from tests.browser import Browser
 from tests.conftest import ROOT, git_commit, init_repo, sh, tool_env
 
 PLOTS = yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]
@@ -82,35 +83,50 @@ def repo(tmp_path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    """One headless Chromium with no network, for the module's tests."""
+def browser(tmp_path_factory) -> Page:
+    """A page of one headless Chromium with no network, for the module's tests: Playwright launches
+    a script that execs Chromium under NO_NETWORK (its pipe to Chromium, fds 3 and 4, passes through)."""
     if not os.access(ui.CHROMIUM, os.X_OK):
         pytest.fail(f"{ui.CHROMIUM} is missing: run `make browser` to install Debian's chromium")
     if subprocess.run([*NO_NETWORK, "true"], capture_output=True).returncode != 0:
         pytest.fail(f"`{' '.join(NO_NETWORK)}` is refused here: the test takes Chromium's network away as root")
-    browser = Browser(tmp_path_factory.mktemp("profile"), login=None, launcher=NO_NETWORK)
-    yield browser
-    browser.close()
+    offline_chromium = tmp_path_factory.mktemp("chromium") / "chromium"
+    offline_chromium.write_text(f'#!/bin/sh\nexec {shlex.join(NO_NETWORK)} {ui.CHROMIUM} "$@"\n')
+    offline_chromium.chmod(0o755)
+    with ui.chromium(offline_chromium) as chromium:
+        yield chromium.new_page()
 
 
-def open_page(browser: Browser, page: Path, timeout: float = 30) -> dict:
-    """Open `page`; its STATE once every plot drew, or once it loaded without vega-embed, or after `timeout`."""
-    browser.call("Page.navigate", session=True, url=page.as_uri())
-    deadline = time.monotonic() + timeout
-    while True:
-        state = browser.evaluate(STATE)
-        if state["href"] == page.as_uri() and state["complete"]:
-            if state["versions"] is None or all(drawn for _, drawn in state["plots"]):
-                return state
-        if time.monotonic() > deadline:
-            return state
-        time.sleep(0.2)
+def open_page(browser: Page, page: Path, timeout: float = 30) -> tuple[dict, list[str]]:
+    """Open `page`; its STATE once every plot drew, or once it loaded without vega-embed, or after
+    `timeout`; and every address it asked for that is not a file."""
+    asked: list[str] = []
+
+    def record(request: Request) -> None:
+        asked.append(request.url)
+
+    browser.on("request", record)
+    try:
+        browser.goto(page.as_uri())
+        deadline = time.monotonic() + timeout
+        while True:
+            state = browser.evaluate(STATE)
+            if state["href"] == page.as_uri() and state["complete"]:
+                if state["versions"] is None or all(drawn for _, drawn in state["plots"]):
+                    break
+            if time.monotonic() > deadline:
+                break
+            browser.wait_for_timeout(200)
+    finally:
+        browser.remove_listener("request", record)
+    return state, [url for url in asked if not url.startswith(("file:", "data:", "blob:"))]
 
 
-def assert_every_plot_drew(browser: Browser, page: Path) -> None:
-    state = open_page(browser, page)
+def assert_every_plot_drew(browser: Page, page: Path) -> None:
+    state, fetched = open_page(browser, page)
     loads = re.findall(r"<script[^>]*\ssrc\s*=\s*\"([^\"]+)\"", page.read_text())
     assert state["versions"] is not None, f"vega-embed never loaded offline: the page loads {loads or 'no script'}"
+    assert not fetched, f"the page asked the network for {fetched}"
     assert state["versions"] == {library.name: library.version for library in offline.LIBRARIES}
     assert len(state["plots"]) == len(PLOTS), state["plots"]  # a <div> for each plot of dvc.yaml
     assert all(drawn for _, drawn in state["plots"]), f"plots that drew nothing: {state['plots']}"
@@ -123,7 +139,7 @@ def test_plots_show_draws_every_plot_with_no_network_even_copied_elsewhere(repo,
     page = Path(shutil.copy(repo / "dvc_plots/index.html", elsewhere))
     assert_every_plot_drew(browser, page)
     reach = f"fetch('{CDN}', {{mode: 'no-cors'}}).then(() => 'reached', () => 'unreachable')"
-    assert browser.evaluate(reach, await_promise=True) == "unreachable"  # the premise: this browser has no network
+    assert browser.evaluate(reach) == "unreachable"  # the premise: this browser has no network
 
 
 def test_plots_diff_draws_every_plot_of_the_last_commit_and_the_workspace_with_no_network(repo, browser):

@@ -1,13 +1,11 @@
 """The address `make ui` prints opens MLflow's runs table in model-training mode: `mnistcnn.team.ui`
 starting a real server over a SQLite store, the page rendered by a real headless Chromium
-(`make browser` installs it)."""
+(`make browser` installs it), driven by Playwright."""
 
 from __future__ import annotations
 
 import contextlib
-import html
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -81,11 +79,6 @@ def printed_address(log: Path) -> str:
     return first.rsplit(" at ", 1)[1]
 
 
-def page_text(page: str) -> str:
-    """What a rendered page shows, in one line: its text without markup, scripts or styles."""
-    return " ".join(html.unescape(re.sub(r"<(script|style).*?</\1>|<[^>]+>", " ", page, flags=re.S)).split())
-
-
 def stop(process: subprocess.Popen) -> None:
     """Stop a process started in a session of its own and all it started: TERM, then KILL what is left."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -112,11 +105,12 @@ def test_make_ui_prints_its_address_and_nothing_a_user_cannot_act_on(server):
     assert [line for line in lines if not line.startswith("[MLflow] Security middleware")] == [address], lines
 
 
-def test_the_printed_address_opens_the_runs_table_in_model_training_mode(server, tmp_path):
-    url, log = server
-    page = ui.render(printed_address(log), tmp_path / "chromium", "--dump-dom")
-    text = page_text(page)
-    missing = [item for name, accuracies in RUNS.items() for item in (name, *map(str, accuracies)) if item not in page]
+def test_the_printed_address_opens_the_runs_table_in_model_training_mode(server):
+    _, log = server
+    wanted = [item for name, accuracies in RUNS.items() for item in (name, *map(str, accuracies))]
+    with ui.chromium() as browser:
+        text = " ".join(ui.shown(browser.new_page(), printed_address(log), wanted).split())
+    missing = [item for item in wanted if item not in text]
     assert not missing, f"the runs table lacks {missing}; the page read: {text[:3000]}"
     # best validation accuracy first: quick25k's run, though cnn24k's is newer and the better on test
     assert text.index("val/accuracy") < text.index("quick25k-e1-s0") < text.index("cnn24k-e1-s1"), text[:3000]

@@ -14,19 +14,23 @@ The MLflow Assistant panel opens by itself on a browser's first visit to a serve
 localhost or 127.0.0.1, and stays closed once closed: no server setting or address turns
 it off in MLflow 3.17 (its state lives only in the browser's localStorage).
 
-`render` loads a page of the UI in headless Chromium, for the UI's test and the
-docs' screenshot (docs/ui_screenshot.py).
+`chromium` drives Debian's headless Chromium through Playwright, and `shown` opens a page in it
+and waits for what it should show: for the UI's tests and the docs' screenshot (docs/ui_screenshot.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
-import signal
-import subprocess
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlencode
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
 
 # No calls home, as in mnistcnn.tracking.runs; no job runner (its workers serve GenAI judges, not runs).
 SERVER_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
@@ -39,7 +43,7 @@ QUIET_UVICORN = "--log-level warning"
 # toggle on "GenAI") unless the address asks for model training, or this browser saved that choice
 # (the toggle's localStorage `mlflow.workflowType_v1`); it does not read the experiment's kind tag.
 MODEL_TRAINING = {"workflowType": "machine_learning"}
-CHROMIUM = "/usr/bin/chromium"  # Debian's: `make browser` installs it
+CHROMIUM = "/usr/bin/chromium"  # Debian's: `make browser` installs it; Playwright downloads no browser
 # Headless, offline, as root in a container: no GPU, no sandbox, nothing fetched but the page.
 HEADLESS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -69,24 +73,30 @@ def experiment_id(store_uri: str, name: str) -> str | None:
     return store.active_experiment(store_uri, name)
 
 
-def render(url: str, profile: Path, *flags: str, timeout: float = 120) -> str:
-    """Load `url` in a fresh headless Chromium until its requests and timers settle, then do what
-    `flags` ask (`--dump-dom`, `--screenshot=PATH`); returns what it printed.
+@contextlib.contextmanager
+def chromium(executable: str | Path = CHROMIUM) -> Iterator[Browser]:
+    """A headless Chromium driven by Playwright, closed after; each context it opens starts from an
+    empty profile. `executable` may be a script that execs CHROMIUM, e.g. with no network."""
+    from playwright.sync_api import sync_playwright  # noqa: PLC0415 (only tests and the docs' picture drive one)
 
-    `profile` is an empty folder Chromium may write. Virtual time waits for every request, so
-    the page is rendered however slowly the server answers; 10 s of it is ample for MLflow's UI.
-    """
-    command = [CHROMIUM, *HEADLESS, f"--user-data-dir={profile}", "--virtual-time-budget=10000", *flags, url]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          start_new_session=True) as browser:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=HEADLESS)
         try:
-            out, err = browser.communicate(timeout=timeout)
-        except BaseException:
-            os.killpg(browser.pid, signal.SIGKILL)  # Chromium and its helper processes: one group
-            raise
-    if browser.returncode != 0:
-        raise RuntimeError(f"chromium exited with {browser.returncode} on {url}:\n{err[-2000:]}")
-    return out
+            yield browser
+        finally:
+            browser.close()
+
+
+def shown(page: Page, url: str, wanted: Sequence[str], timeout: float = 60) -> str:
+    """Open `url` in `page`; the page's visible text once it holds every string of `wanted`, or as
+    it stands after `timeout` seconds (for the caller to say what is missing)."""
+    from playwright.sync_api import TimeoutError as Late  # noqa: PLC0415 (as in `chromium`)
+
+    page.goto(url)
+    with contextlib.suppress(Late):
+        page.wait_for_function("wanted => wanted.every(item => document.body.innerText.includes(item))",
+                               arg=list(wanted), timeout=timeout * 1000)
+    return page.inner_text("body")
 
 
 def main(argv: list[str] | None = None) -> None:
