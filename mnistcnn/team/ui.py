@@ -47,6 +47,8 @@ CHROMIUM = "/usr/bin/chromium"  # Debian's: `make browser` installs it; Playwrig
 # Headless, offline, as root in a container: no GPU, no sandbox, nothing fetched but the page.
 HEADLESS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+# `mlflow ui` starts 4 uvicorn workers by default; one user's UI needs no more than one per core.
+MAX_WORKERS = 4
 
 
 def runs_table_url(base_url: str, experiment_id: str, view: str | None = None) -> str:
@@ -99,13 +101,19 @@ def shown(page: Page, url: str, wanted: Sequence[str], timeout: float = 60) -> s
     return page.inner_text("body")
 
 
+def default_workers() -> int:
+    """MLflow's 4 server processes, or one per CPU this process may run on where there are fewer."""
+    return min(MAX_WORKERS, len(os.sched_getaffinity(0)))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend-store-uri", required=True, help="e.g. sqlite:///mlruns/mlflow.db")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument("--experiment", help="the experiment whose runs to open on")
-    parser.add_argument("--workers", type=int, help="server processes (default: MLflow's, 4)")
+    parser.add_argument("--workers", type=int, default=default_workers(),
+                        help=f"server processes (default: one per CPU, at most {MAX_WORKERS}; here %(default)s)")
     args = parser.parse_args(argv)
 
     for name, value in SERVER_ENV.items():
@@ -122,10 +130,9 @@ def main(argv: list[str] | None = None) -> None:
         missing = f" ({args.experiment} is not in the store yet)" if args.experiment else ""
         print(f"MLflow UI: experiments at {experiments_url(base)}{missing}", flush=True)
     store = args.backend_store_uri  # the registry's too, said outright: MLflow otherwise says it assumed so
-    workers = ["--workers", str(args.workers)] if args.workers else []
     os.execv(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store,
                               "--registry-store-uri", store, "--host", args.host, "--port", str(args.port),
-                              f"--uvicorn-opts={QUIET_UVICORN}", *workers])
+                              f"--uvicorn-opts={QUIET_UVICORN}", "--workers", str(args.workers)])
 
 
 if __name__ == "__main__":
