@@ -134,3 +134,9 @@ def test_the_module_each_scoring_worker_reimports_first_loads_neither_torch_nor_
                              f"print(sorted(set({heavy!r}) & set(sys.modules)))"],
                             cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]"
+
+
+def test_the_layout_page_names_every_module_of_the_package_and_every_entry_point():
+    page = (ROOT / "docs/layout.md").read_text()
+    named = [*PACKAGE.rglob("*.py"), *(ROOT / "stages").glob("*.py")]
+    assert len(named) > 40 and [str(path.relative_to(ROOT)) for path in named if path.name not in page] == []
