@@ -51,7 +51,9 @@ def test_the_entry_points_package_sets_only_speed_and_chatter():
     code = [ast.unparse(node) for node in body if not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))]
     assert code == ["import os", "os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')",
                     "os.environ.setdefault('MLFLOW_DISABLE_TELEMETRY', 'true')", "os.environ.setdefault('DO_NOT_TRACK', '1')",
-                    "os.environ.setdefault('MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR', 'false')"]
+                    "os.environ.setdefault('MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR', 'false')",
+                    "os.environ.setdefault('MLFLOW_LOGGING_LEVEL', 'WARNING')",
+                    "os.environ.setdefault('MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT', 'true')"]
 
 
 def test_stages_wait_for_work_without_spinning_unless_the_user_says_otherwise():
