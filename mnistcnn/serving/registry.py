@@ -17,6 +17,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from mnistcnn.tracking.runs import WEIGHTS_TAG
+from mnistcnn.tracking.store import is_server
 
 DESCRIPTION = "Compact CNNs for MNIST digits: each version passed the merge gate (make promote)."
 
@@ -90,7 +91,7 @@ def registration_refused(tracking_uri: str, name: str) -> str | None:
     server at `tracking_uri`, asked before anything is written; None when it may (or the store has
     no users). The team server grants it to its admin and to whoever holds EDIT or MANAGE on the
     model, its promoter (mnistcnn/team/access.py); everyone else reads it only."""
-    if not tracking_uri.startswith(("http://", "https://")):
+    if not is_server(tracking_uri):
         return None
     user = os.environ.get("MLFLOW_TRACKING_USERNAME", "")
     answer = requests.get(f"{tracking_uri.rstrip('/')}/api/3.0/mlflow/users/current/permissions", timeout=30,

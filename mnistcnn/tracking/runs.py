@@ -75,7 +75,7 @@ def run(experiment: str, stage: str, run_name: str | None = None, run_id: str | 
     A resumed run (evaluate adding the test metrics, promote the served model) keeps the end time
     it had, so its start, end and duration stay those of its training: MLflow would set the end to
     the moment the resuming block ends (a run promoted 45 minutes later read 46 minutes long)."""
-    connect()
+    uri = connect()
     with store.lock():
         store.end_orphans(stage)
         experiment_id = None if run_id else store.experiment_id(experiment)
@@ -89,8 +89,8 @@ def run(experiment: str, stage: str, run_name: str | None = None, run_id: str | 
         _end(active.info.run_id, _status(error), trained_until)
         raise
     _end(active.info.run_id, "FINISHED", trained_until)
-    if tracking_uri().startswith(("http://", "https://")):  # MLflow's own two links are off (stages/__init__.py)
-        print(f"{stage}: run at {tracking_uri().rstrip('/')}/#/experiments/{active.info.experiment_id}/runs/"
+    if store.is_server(uri):  # MLflow's own two links are off (stages/__init__.py)
+        print(f"{stage}: run at {uri.rstrip('/')}/#/experiments/{active.info.experiment_id}/runs/"
               f"{active.info.run_id}", file=sys.stderr)
 
 

@@ -64,6 +64,11 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
 
 
+def is_server(uri: str) -> bool:
+    """Whether the store at `uri` is a tracking server (over HTTP), not a database of this checkout."""
+    return uri.startswith(("http://", "https://"))
+
+
 _connected: str | None = None  # the store this process last connected to
 
 
@@ -75,7 +80,7 @@ def connect() -> str:
     uri = tracking_uri()
     if uri == _connected:
         return uri
-    if uri.startswith(("http://", "https://")):
+    if is_server(uri):
         problem = health.problem(uri)
         if problem is not None:
             raise health.ServerUnreachable(
