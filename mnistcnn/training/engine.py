@@ -47,17 +47,13 @@ class Evaluation:
 def pick_device(requested: str) -> torch.device:
     """The device to train on: `auto` takes CUDA, then Apple MPS, then the CPU; ParamsError for a
     device this machine lacks (torch would fail with a traceback after the data loaded)."""
-    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if requested in available and not available[requested]:
+    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
+    if requested == "auto":
+        return torch.device(next(device for device, present in available.items() if present))
+    if not available.get(requested, True):
         raise ParamsError(f"train.device = {requested!r}: torch finds no {requested.upper()} device on this machine "
                           "(auto takes the best there is; cpu always works)")
-    if requested != "auto":
-        return torch.device(requested)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    return torch.device(requested)
 
 
 def cpu_name() -> str:
