@@ -56,6 +56,12 @@ def private_file(path: Path, content: str | None = None) -> str:
     return path.read_text().strip()
 
 
+def rewritten_private_file(path: Path, content: str) -> str:
+    """private_file with `content`, in place of what `path` held: for what can change between starts."""
+    path.unlink(missing_ok=True)
+    return private_file(path, content)
+
+
 def admin_password(folder: Path) -> str:
     return os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD") or private_file(folder / FILES["admin"])
 
@@ -63,8 +69,7 @@ def admin_password(folder: Path) -> str:
 def server_env(folder: Path, database_uri: str) -> dict[str, str]:
     """The environment MLflow's server starts with: the auth app's configuration and secrets."""
     ini = folder / FILES["ini"]
-    ini.unlink(missing_ok=True)  # rewritten: the database's address can change between starts
-    private_file(ini, AUTH_INI.format(database_uri=database_uri, admin=ADMIN))
+    rewritten_private_file(ini, AUTH_INI.format(database_uri=database_uri, admin=ADMIN))  # the address can change
     return {"MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password(folder),
             "MLFLOW_FLASK_SERVER_SECRET_KEY": private_file(folder / FILES["flask"])}
 

@@ -150,8 +150,7 @@ def start(folder: Path, host: str, port: int, workers: int = 2, study_port: int 
 
 
 def _with_url_file(server: Server) -> Server:
-    server.study_url_file.unlink(missing_ok=True)  # rewritten: the host or port can change between starts
-    access.private_file(server.study_url_file, server.study_url)
+    access.rewritten_private_file(server.study_url_file, server.study_url)  # the host or port can change
     return server
 
 
