@@ -20,11 +20,11 @@ import json
 import shutil
 import subprocess
 import sys
+from collections import defaultdict
 from typing import Any
 
 from mnistcnn import cli
 from mnistcnn.params import config
-from mnistcnn.params.config import flatten
 
 METRICS = (("validation", "metrics/train.json", "val_accuracy"), ("test", "metrics/test.json", "accuracy"),
            ("params", "metrics/test.json", "params"))
@@ -36,7 +36,7 @@ def _row(entry: dict) -> dict[str, Any]:
     metrics = data.get("metrics") or {}
     values = {label: (metrics.get(path) or {}).get("data", {}).get(key) for label, path, key in METRICS}
     train = (((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}).get("train") or {}
-    return {"name": name, **values, "train": flatten(train), "failed": bool(entry.get("error"))}
+    return {"name": name, **values, "train": config.flatten(train), "failed": bool(entry.get("error"))}
 
 
 def rows(shown: list[dict]) -> list[dict[str, Any]]:
@@ -68,16 +68,22 @@ def _digest(value: Any) -> str:
 def _column(key: str, found: list[dict[str, Any]]) -> list[str]:
     """One param's cells; values that summarise alike but differ also show their digests."""
     values = [row["train"].get(key) for row in found]
-    cells = [_cell(value) for value in values]
-    alike = [len({_digest(v) for v, c in zip(values, cells) if c == cell}) > 1 for cell in cells]
-    return [f"{cell}{_digest(value)}" if same else cell for cell, value, same in zip(cells, values, alike)]
+    cells, digests = [_cell(value) for value in values], [_digest(value) for value in values]
+    meanings = defaultdict(set)  # each summary: the values it stands for
+    for cell, digest in zip(cells, digests):
+        meanings[cell].add(digest)
+    return [f"{cell}{digest}" if len(meanings[cell]) > 1 else cell for cell, digest in zip(cells, digests)]
+
+
+def _over(count: Any, budget: int | None) -> bool:
+    return budget is not None and isinstance(count, int) and count > budget
 
 
 def _metric(value: Any, budget: int | None = None) -> str:
     """An accuracy to 4 places, a count as it is, `!` after a count over the budget."""
     if isinstance(value, float):
         return f"{value:.4f}"
-    return _cell(value) + ("!" if budget is not None and isinstance(value, int) and value > budget else "")
+    return _cell(value) + ("!" if _over(value, budget) else "")
 
 
 def _lay_out(columns: list[list[str]]) -> list[str]:
@@ -114,7 +120,7 @@ def table(found: list[dict[str, Any]], width: int, budget: int | None = None) ->
         lines.append("failed: the experiment failed, no metrics (dvc exp show lists its error)")
     if any(row["validation"] is None and not row["failed"] for row in found):  # a DVC output: pulled or not
         lines.append("-: no validation metrics here: unfinished, or not in this DVC cache (make pull)")
-    if budget is not None and any(isinstance(row["params"], int) and row["params"] > budget for row in found):
+    if any(_over(row["params"], budget) for row in found):
         lines.append(f"!: over gate.max_params = {budget:,}: `make gate` refuses it")
     return "\n".join(line if len(line) <= width else line[: width - 1] + "…" for line in lines)
 
