@@ -41,10 +41,10 @@ def changed() -> list[str]:
 def _missing(said: str) -> str:
     """What `dvc checkout` said, shortened to the outputs this cache lacks and what to run, where that was it."""
     lines = [line.strip() for line in said.splitlines()]
-    if "Is your cache up to date?" not in lines or not any(line.startswith("ERROR: Checkout failed") for line in lines):
+    failed = [i for i, line in enumerate(lines) if line.startswith("ERROR: Checkout failed")]
+    if not failed or "Is your cache up to date?" not in lines:
         return said.strip()
-    first = next(i for i, line in enumerate(lines) if line.startswith("ERROR: Checkout failed")) + 1
-    missing = lines[first:lines.index("Is your cache up to date?")]
+    missing = lines[failed[0] + 1:lines.index("Is your cache up to date?")]
     return f"this DVC cache lacks the commit's {', '.join(missing)}: `make repro` reproduces them, `make pull` fetches them"
 
 
