@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from mnistcnn.model import arch, models
+from mnistcnn.model import arch, models, weights
+from mnistcnn.outputs import save_torch, sha256_file
 from mnistcnn.params import config
 
 pytestmark = pytest.mark.unit  # the fast tier: make test-fast
@@ -41,15 +42,46 @@ HAND_WRITTEN = {
 REFERENCE_DROPOUT = {"cnn24k": 0.1, "cnn9k": 0.2, "quick25k": 0.0, "tiny10k": 0.0}
 
 
+def pooled_before_relu(model: nn.Sequential) -> nn.Sequential:
+    """`model` with each max-pool moved before the ReLU it follows, as arch.plan orders them."""
+    layers = list(model)
+    for i in range(len(layers) - 1):
+        if isinstance(layers[i], nn.ReLU) and isinstance(layers[i + 1], nn.MaxPool2d):
+            layers[i], layers[i + 1] = layers[i + 1], layers[i]
+    return nn.Sequential(*layers)
+
+
 @pytest.mark.parametrize("name", sorted(arch.NAMED))
 def test_a_named_declaration_builds_the_hand_written_module_and_its_seeded_weights(name):
     torch.manual_seed(0)
-    expected = HAND_WRITTEN[name](REFERENCE_DROPOUT[name])
+    expected = pooled_before_relu(HAND_WRITTEN[name](REFERENCE_DROPOUT[name]))
     torch.manual_seed(0)
     built = models.build_named(name)
     assert str(built) == str(expected)  # the same modules, in the same order, with the same settings
     want, got = expected.state_dict(), built.state_dict()
     assert list(got) == list(want) and all(torch.equal(got[k], want[k]) for k in want)
+
+
+@pytest.mark.parametrize("name", ["cnn9k", "quick25k", "tiny10k"])
+def test_pooling_before_the_relu_trains_the_hand_written_order_bit_for_bit(name):
+    # max-pool and ReLU commute, forward and backward: moving the pool first changes no bit (NCHW,
+    # where the layers are torch's own: mnistcnn.model.layers steps in only on channels-last tensors)
+    builders = (lambda: models.build_named(name, dropout=0.0), lambda: HAND_WRITTEN[name](0.0))
+    trained, orders = [], []
+    for build in builders:
+        torch.manual_seed(0)
+        model = build().train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
+        generator = torch.Generator().manual_seed(1)
+        images, labels = torch.randn(32, 1, 28, 28, generator=generator), torch.randint(0, 10, (32,), generator=generator)
+        for _ in range(3):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(images), labels).backward()
+            optimizer.step()
+        trained.append(model.state_dict())
+        orders.append([type(layer).__name__ for layer in model])
+    assert orders[0] != orders[1]  # the two orders do differ
+    assert all(torch.equal(trained[0][key], trained[1][key]) for key in trained[1])
 
 
 @pytest.mark.parametrize("name, expected", [("cnn24k", 24_394), ("cnn9k", 8_890), ("quick25k", 22_350),
@@ -138,3 +170,11 @@ def test_train_arch_is_what_trains_only_when_the_model_is_declared():
     assert arch.count_parameters(declared.arch) == 4 * 9 + 8 + 4 * 196 * 10 + 10  # conv, its BN, the linear
     named = config.parse_train({**config.as_dict(declared), "model": "tiny10k"})
     assert named.architecture == arch.NAMED["tiny10k"]
+
+
+def test_a_weights_file_holds_the_same_bytes_whatever_layout_the_model_is_in(tmp_path):
+    model = models.build_named("quick25k")
+    save_torch(weights.state(model), tmp_path / "nchw.pt")
+    save_torch(weights.state(model.to(memory_format=torch.channels_last)), tmp_path / "channels_last.pt")
+    assert model[0].weight.stride() != (9, 9, 3, 1)  # the first conv's weights are in another layout now
+    assert sha256_file(tmp_path / "nchw.pt") == sha256_file(tmp_path / "channels_last.pt")

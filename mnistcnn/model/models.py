@@ -12,6 +12,7 @@ from __future__ import annotations
 from torch import nn
 
 from mnistcnn.model.arch import NAMED, NUM_CLASSES, Arch, Layer, plan
+from mnistcnn.model.layers import BatchNorm2d
 
 __all__ = ["NAMED", "NUM_CLASSES", "build", "build_named", "count_parameters", "rate"]
 
@@ -21,7 +22,7 @@ def _module(layer: Layer, dropout: float) -> nn.Module:
     if layer.kind == "conv":
         return nn.Conv2d(layer.c_in, layer.c_out, layer.kernel, padding=layer.padding, bias=layer.bias)
     modules = {
-        "bn": lambda: nn.BatchNorm2d(layer.c_out),
+        "bn": lambda: BatchNorm2d(layer.c_out),  # nn.BatchNorm2d, trained faster (mnistcnn.model.layers)
         "relu": nn.ReLU,
         "maxpool": lambda: nn.MaxPool2d(2),
         "avgpool": lambda: nn.AvgPool2d(2),

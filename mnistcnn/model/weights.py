@@ -16,6 +16,13 @@ from mnistcnn.model.arch import Arch
 from mnistcnn.outputs import DataError, missing_output, verify_sha256
 
 
+def state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """What a weights file holds: the state dict on the CPU, each tensor copied to NCHW strides, so that
+    its bytes do not depend on the memory format the model trained in (engine.MEMORY_FORMAT). (Not
+    `.contiguous()`: a (12, 1, 3, 3) channels-last tensor is contiguous too, and torch.save keeps strides.)"""
+    return {key: value.cpu().clone(memory_format=torch.contiguous_format) for key, value in model.state_dict().items()}
+
+
 def card_arch(card: dict, card_path: str | Path = "the model card") -> Arch:
     """The architecture a model card declares; a DataError naming the card if it cannot be built."""
     try:
