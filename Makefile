@@ -51,9 +51,10 @@ check-repro:
 # modules run in parallel, one to a worker (TEST_WORKERS=0: one process): three on 2 cores, since
 # the tests wait on servers and subprocesses; the modules that need a team server share one
 # (tests/conftest.py). docs/testing.md: the tiers and what they take.
+# OpenMP threads sleep at once when idle: three workers share 2 cores (stages/__init__.py).
 TEST_WORKERS ?= 3
 test: install browser
-	pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
+	OMP_WAIT_POLICY=PASSIVE pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 # The unit tier, within a minute: pure functions, the schema, the architectures, the verdict, compare,
 # the docs and CI checks (the tests marked `unit`); no server, no pipeline, no browser.

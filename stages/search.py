@@ -128,7 +128,7 @@ def search_study(args: argparse.Namespace) -> int:
     data = load_data(params, device)
     records = Records(params.tracking.experiment, name, study_runs.parent_run(params.tracking.experiment, name,
                                                                                studies.redact(url)),
-                      {**reproducible.environment(device, data.images, params.train.threads),
+                      {**reproducible.environment(device, params.train.threads),
                        "dataset.digest": data.dataset_digest}, started)
     trials = settings.trials if args.trials is None else args.trials
     print(f"search: study {name!r} in {studies.redact(url)}: {len(study.trials)} trial(s) so far; this worker runs "

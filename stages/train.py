@@ -16,6 +16,7 @@ import sys
 
 from mnistcnn import cli, phases
 from mnistcnn.data import mnist
+from mnistcnn.model import weights as weights_file
 from mnistcnn.outputs import atomic_outputs, read_json, save_torch, sha256_file, write_json
 from mnistcnn.params import config
 from mnistcnn.params.schema import PathsParams
@@ -47,7 +48,7 @@ def write_outputs(paths: PathsParams, model, card: dict, history: list[dict], sc
     final = history[-1]
     with atomic_outputs() as stage:
         weights = stage(paths.model)
-        save_torch(model.cpu().state_dict(), weights)
+        save_torch(weights_file.state(model), weights)
         card = {**card, "weights_sha256": sha256_file(weights)}  # evaluate checks the weights by it
         runs.set_tags({runs.WEIGHTS_TAG: card["weights_sha256"]})  # the run is found by it
         write_json(stage(paths.model_card), card)
@@ -72,7 +73,7 @@ def main() -> None:
     with runs.run(params.tracking.experiment, stage="train", run_name=runs.run_name(train)):
         with phases.phase("mlflow: run start, params, dataset"):
             runs.log_params(made.run_params(train))
-            runs.set_tags({**reproducible.environment(device, images, train.threads), **made.tags()})
+            runs.set_tags({**reproducible.environment(device, train.threads), **made.tags()})
             runs.log_dataset_input(provenance, paths.train_data, context="training")
         held = f", {len(validation[1]):,} held out for validation" if validation else ", none held out"
         print(f"train: {train.model} ({made.params:,} parameters, {made.macs / 1e6:.2f}M multiply-adds per image) "

@@ -106,7 +106,7 @@ def test_one_mlflow_run_holds_params_curves_metrics_dataset_and_model(repo):
     assert tags["env.kernel_pins"] == " ".join(f"{k}={v}" for k, v in sorted(kernels.PORTABLE.items()))
     assert tags["env.kernel_pins_by_user"] == "none" and tags["env.cpu_capability"] == "AVX2"
     assert tags["env.nondeterministic_kernels"] == "none"  # every CPU kernel used has a deterministic version
-    assert tags["env.memory_format"] == "contiguous" and tags["env.device"] == "cpu"
+    assert tags["env.memory_format"] == "channels_last" and tags["env.device"] == "cpu"
     assert found["inputs"] == ["mnist"]
     assert found["artifacts"] == ["evaluation/confusion_matrix.png"]
     assert found["pyfunc_accuracy"] == pytest.approx(metrics["accuracy"])

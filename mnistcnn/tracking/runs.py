@@ -167,7 +167,7 @@ def log_model(model: torch.nn.Module, images: torch.Tensor) -> str:
     """Log `model` as an MLflow model (torch.export: loading it unpickles no code), a few of
     the normalised `images` as its input example; returns its URI."""
     example = images[:EXAMPLE_IMAGES].cpu()
-    model = model.cpu().eval()
+    model = model.cpu().to(memory_format=torch.contiguous_format).eval()  # the archive stores contiguous tensors
     with torch.no_grad():
         output = model(example).numpy()
     with requirements_unchecked():

@@ -9,6 +9,7 @@ them, and says whether its bits are machine-specific.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import platform
 import random
@@ -49,7 +50,25 @@ def configure(threads: int, kernel_mode: str = "portable") -> int:
     # slow path: flushing them to zero made cnn9k's one-cycle epoch 4x faster on this project's
     # 2-core machine. Deterministic, and far below anything that moves a weight.
     torch.set_flush_denormal(True)
+    reuse_freed_memory()
     return torch.get_num_threads()
+
+
+# glibc's mallopt parameters, and the values set: activations of a few MB each are allocated and
+# freed every step; by default glibc returns each to the kernel (mmap above its threshold) and the
+# next one faults its pages in again, about 3,000 faults a step for quick25k, 10% of the step.
+_KEEP = {-3: 32 << 20,   # M_MMAP_THRESHOLD: blocks up to 32 MiB (glibc's most) come from the heap
+         -1: 1 << 30,    # M_TRIM_THRESHOLD: return the heap's free top only past 1 GiB
+         -2: 64 << 20}   # M_TOP_PAD: grow the heap 64 MiB at a time
+
+
+def reuse_freed_memory() -> bool:
+    """Keep freed tensors' memory in the process for the next step (glibc only; speed, never bits);
+    whether it applied."""
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(None)
+    return all(libc.mallopt(option, value) == 1 for option, value in _KEEP.items())
 
 
 NONDETERMINISTIC = " does not have a deterministic implementation"  # torch's warning, after the op's name
@@ -87,11 +106,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
-def memory_format(images: torch.Tensor) -> str:
-    """The layout of a (B, C, H, W) batch: kernels, and so the low bits of results, differ by layout."""
-    if images.is_contiguous():
-        return "contiguous"
-    return "channels_last" if images.is_contiguous(memory_format=torch.channels_last) else "strided"
+def memory_format() -> str:
+    """The layout the engine trains and scores in: kernels, and so the low bits of results, differ by layout."""
+    return str(engine.MEMORY_FORMAT).removeprefix("torch.")
 
 
 def machine_specific(device: torch.device, threads: int) -> bool:
@@ -100,7 +117,7 @@ def machine_specific(device: torch.device, threads: int) -> bool:
     return device.type != "cpu" or not kernels.portable() or threads == 0
 
 
-def environment(device: torch.device, images: torch.Tensor, threads: int) -> dict[str, str]:
+def environment(device: torch.device, threads: int) -> dict[str, str]:
     """What a result depends on beyond params and data, as `env.*` tags (`threads`: the param)."""
     return {
         "env.machine_specific": str(machine_specific(device, threads)).lower(),
@@ -111,7 +128,7 @@ def environment(device: torch.device, images: torch.Tensor, threads: int) -> dic
         "env.device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else engine.cpu_name(),
         "env.cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the SIMD kernels torch picked
         "env.threads": str(torch.get_num_threads()),
-        "env.memory_format": memory_format(images),
+        "env.memory_format": memory_format(),
         **determinism(set()),  # until training shows otherwise
         "env.platform": platform.platform(),
         "env.libc": " ".join(platform.libc_ver()) or "unknown",  # the scalar maths of the schedules

@@ -33,6 +33,7 @@ from torch.utils._pytree import tree_flatten
 
 from mnistcnn.data import mnist
 from mnistcnn.model import models
+from mnistcnn.model import weights as weights_file
 from mnistcnn.outputs import save_torch, sha256_file
 from mnistcnn.params import config, recipes
 from mnistcnn.training import engine, kernels, reproducible
@@ -96,7 +97,7 @@ def run_case(name: str, threads: int, trace) -> dict:
         engine.fit(model, train, mnist.normalize(images), labels.long(), on_epoch=lambda row, seconds: None)
         result = engine.evaluate(model, mnist.normalize(test_images), test_labels.long(), BATCH)
     with tempfile.TemporaryDirectory() as tmp:
-        save_torch(model.state_dict(), Path(tmp, "model.pt"))
+        save_torch(weights_file.state(model), Path(tmp, "model.pt"))  # as the train stage writes it
         weights = sha256_file(Path(tmp, "model.pt"))
     return {"case": name, "weights": weights, "loss": result.loss.hex(), "accuracy": result.accuracy,
             "predictions": digest(result.predictions)}
