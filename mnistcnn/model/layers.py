@@ -11,7 +11,7 @@ channels at 28x28, batch 128, 2 threads) against 2 ms for the NCHW kernel.
 sums run down the (N*H, W*C) view of the memory, W*C values wide, and then fold the W
 groups into C. Its state dict is nn.BatchNorm2d's. It applies where it pays: training, on
 the CPU, channels-last, C not a multiple of 16; elsewhere (evaluation, the GPU, 16, 32, 64
-channels) torch's own kernel runs. Every op is an ATen one, so the portable CPU code
+channels) torch's own kernel runs, trained on a channels-last gradient. Every op is an ATen one, so the portable CPU code
 (mnistcnn.training.kernels) covers it and tests/cpus checks it on other CPUs.
 """
 
@@ -68,12 +68,29 @@ class _ChannelsLastBatchNorm(torch.autograd.Function):
         return grad_x, sum_grad_centered * invstd, sum_grad, None
 
 
+class _ChannelsLastGradient(torch.autograd.Function):
+    """The identity, whose backward hands the gradient on channels-last. Below a global average
+    pool or a flatten the gradient comes back NCHW, and torch's batch norm backward on an NCHW
+    gradient of a channels-last input ran 10x slower than on a channels-last one (1.8 against 18.6
+    ms for cnn24k's last norm, 64 channels at 10x10, batch 64)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.contiguous(memory_format=torch.channels_last)
+
+
 class BatchNorm2d(nn.BatchNorm2d):
     """nn.BatchNorm2d, trained by _ChannelsLastBatchNorm where torch's kernel is slow (module docstring)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and self.affine and self.track_running_stats and x.device.type == "cpu"
-                and x.shape[1] % NATIVE_WIDTH and x.is_contiguous(memory_format=torch.channels_last)
+        fast = self.training and x.device.type == "cpu" and x.is_contiguous(memory_format=torch.channels_last)
+        if fast and not x.shape[1] % NATIVE_WIDTH:
+            return _ChannelsLastGradient.apply(super().forward(x))
+        if not (fast and self.affine and self.track_running_stats
                 and x.numel() > x.shape[1]):  # one value a channel: torch's own says why it cannot
             return super().forward(x)
         y, mean, var = _ChannelsLastBatchNorm.apply(x, self.weight, self.bias, self.eps)
