@@ -19,6 +19,7 @@ from pathlib import Path
 
 from mnistcnn.data import mnist
 from mnistcnn.model import models
+from mnistcnn.model import weights as weights_file
 from mnistcnn.outputs import save_torch, sha256_file
 from mnistcnn.params import config, recipes
 from mnistcnn.training import engine, reproducible
@@ -47,7 +48,7 @@ def main() -> None:
             engine.fit(model, train, images, labels, lambda row, seconds: None, validation, scores.append)
             result = engine.evaluate(model, test_images, test_labels, 1000)
             with tempfile.TemporaryDirectory() as tmp:
-                save_torch(model.state_dict(), Path(tmp) / "model.pt")
+                save_torch(weights_file.state(model), Path(tmp) / "model.pt")  # as the train stage writes it
                 weights = sha256_file(Path(tmp) / "model.pt")
             print(json.dumps({"recipe": args.recipe, "size": size, "seed": seed,
                               "val": scores[-1]["accuracy"] if scores else None, "test": result.accuracy,

@@ -10,10 +10,12 @@ asked for only where two runs already differ.
 
 Each case trains two full batches and a short last one, and evaluates as many images in batches of
 the same size: BATCH, not the recipe's. Under emulation an image costs a thousand times what it
-costs natively, and oneDNN runs the same implementations at 8 as at 128 and 1000 (jit:avx2
-convolution forward, backward data and backward weights, and its jit reorders; ONEDNN_VERBOSE=1),
-with sums still split by thread: 1 and 2 threads give other weights (in every case, on
-the 2-core Intel Xeon where this was chosen).
+costs natively, and oneDNN runs the same implementations at 8 as at 64, 128 and 1000 on the
+engine's channels-last tensors (brg_conv_fwd:avx2, brg_conv_bwd:avx2 and jit:avx2 convolutions,
+its jit reorders; ONEDNN_VERBOSE=1 over the four models, forward, backward and scoring), with
+sums still split by thread: 1 and 2 threads give other weights (in every case, on the 2-core
+Intel Xeon where this was chosen). Batch norm's channels-last form (mnistcnn.model.layers) runs
+in every case with a norm whose channels are not a multiple of 16, torch's kernel in the others.
 """
 
 from __future__ import annotations
