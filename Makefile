@@ -19,7 +19,7 @@ COMPARE_ARGS ?=
 # DVC runs each stage's `python -m stages.X` through the shell: put the venv first.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro check-repro test test-fast test-cpus qemu gate promote serve reset exp compare budget search bench bench-e2e bench-search bench-serve bench-kernels ui browser plots-lib server server-stop push pull lock clean
+.PHONY: install repro check-repro test test-fast test-cpus qemu gate promote serve reset exp compare budget search bench bench-e2e bench-search bench-serve bench-kernels bench-speedup ui browser plots-lib server server-stop push pull lock clean
 
 install: $(STAMP) plots-lib
 
@@ -112,6 +112,12 @@ bench-search: install  # what pruning saves a search, and trials per minute for 
 
 bench-kernels: install  # what the portable CPU code paths cost against native ones (after make repro): ~6 minutes
 	python -m benchmarks.kernels
+
+# One epoch of quick25k, tiny10k and cnn24k-reference, this checkout against commit BEFORE, alternating
+# (after make repro): ~12 minutes on 2 cores. docs/speed.md's before-and-after table comes from it.
+BEFORE ?= b094a21
+bench-speedup: install
+	python -m benchmarks.speedup --before $(BEFORE)
 
 # Experiments side by side, in a table that fits the terminal: validation accuracy (choose on it),
 # the test's and the parameter count, best validation first, then the train params that differ.

@@ -45,9 +45,10 @@ def spec_for(model: str, loop: str, hyper: str, args) -> dict:
             "raw": str(args.raw), "limit": args.limit}
 
 
-def run_child(spec: dict) -> dict:
+def run_child(spec: dict, cwd: Path | None = None, env: dict | None = None) -> dict:
+    """One measurement by benchmarks.loops in a fresh process, run from `cwd` (another commit's tree)."""
     result = subprocess.run([sys.executable, "-m", "benchmarks.loops", json.dumps(spec)],
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, cwd=cwd, env=env)
     if result.returncode != 0:
         sys.exit(f"bench: {spec['loop']} {spec['train']['model']} failed:\n{result.stderr[-2000:]}")
     return json.loads(result.stdout.splitlines()[-1])

@@ -19,16 +19,16 @@ import time
 
 CHILD = """
 import sys, time, json
+from mnistcnn.training import engine, reproducible
+reproducible.configure(0)  # before any tensor work, as a stage
 from mnistcnn.data import mnist
 from mnistcnn.model import models
 from mnistcnn.params import config
-from mnistcnn.training import engine, reproducible
 params = config.load()
 provenance = json.load(open(params.paths.provenance))
 data = mnist.load_split(params.paths.train_data, "train", provenance, params.paths.provenance)
 n = int(sys.argv[1])
 images, labels = mnist.normalize(data["train_images"][:n]), data["train_labels"][:n]
-reproducible.configure(0)
 reproducible.seed_everything(0)
 engine.fit(models.build(params.train.architecture), params.train, images, labels, lambda row, seconds: None)
 """
