@@ -35,15 +35,21 @@ engine.fit(models.build(params.train.architecture), params.train, images, labels
 
 
 # How idle OpenMP threads wait: libgomp's spin count (about 100,000 a millisecond), or sleep at once.
+# stages/__init__ sets one before torch loads, unless the environment already holds either.
+OPENMP_WAITS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 POLICIES = {"spin 3 ms (libgomp's default)": {"GOMP_SPINCOUNT": "300000"},
             "spin 0.1 ms (the stages')": {"GOMP_SPINCOUNT": "10000"},
             "sleep at once (PASSIVE)": {"OMP_WAIT_POLICY": "PASSIVE"}}
 
 
+def without_openmp_waits() -> dict[str, str]:
+    """This process's environment less OPENMP_WAITS (which importing `stages` may have set)."""
+    return {key: value for key, value in os.environ.items() if key not in OPENMP_WAITS}
+
+
 def timed(policy: str, images: int, together: int) -> float:
     """Wall seconds for `together` trainings started at once under `policy`."""
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
-    env.update(POLICIES[policy])
+    env = {**without_openmp_waits(), **POLICIES[policy]}
     start = time.perf_counter()
     children = [subprocess.Popen([sys.executable, "-c", CHILD, str(images)], env=env) for _ in range(together)]
     if any(child.wait() != 0 for child in children):

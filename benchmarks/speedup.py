@@ -2,10 +2,11 @@
 
 `python -m benchmarks.speedup --before REV`: REV's tree is exported to a scratch folder and each
 epoch runs in a fresh process (benchmarks.loops, the engine as the train stage runs it, portable
-kernels, each commit's own process settings: stages/__init__), from that folder for *before* and
-from here for *after*, alternating, each order half the time; medians of --repeats. Reports the GFLOP/s each reached (the training step's FLOPs,
-counted by torch's FlopCounterMode, times images a second) and their share of the machine's
-peak at AVX2: cores x 2 FMA units x 8 fp32 lanes x 2 FLOPs x the clock /proc/cpuinfo names.
+kernels, each commit's own process settings: stages/__init__), from that folder for *before*
+and from here for *after*, alternating, each order half the time; medians of --repeats.
+Reports the GFLOP/s each reached (the training step's FLOPs, counted by torch's
+FlopCounterMode, times images a second) and their share of the machine's peak at AVX2:
+cores x 2 FMA units x 8 fp32 lanes x 2 FLOPs x the clock /proc/cpuinfo names.
 Writes benchmarks/speedup.json and prints a Markdown table naming the machine. Needs the
 pipeline's data: run `make repro` first.
 """
@@ -27,6 +28,7 @@ import torch
 
 from benchmarks.bench import run_child, spec_for
 from benchmarks.loops import train_flops_per_image
+from benchmarks.side_by_side import without_openmp_waits
 from mnistcnn.model import arch
 from mnistcnn.params import config, recipes
 from mnistcnn.training import engine
@@ -49,23 +51,19 @@ def avx2_peak(cores: int) -> float:
     return cores * 2 * 8 * 2 * statistics.median(mhz) * 1e6
 
 
-# What stages/__init__ sets before torch loads (how OpenMP threads wait, among them): each side's
-# child gets the environment without them, so that each commit's own entry points decide.
-PROCESS_SETTINGS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
-
-
-def measure(args, before: Path) -> dict:
-    env = {key: value for key, value in os.environ.items() if key not in PROCESS_SETTINGS}
-    seconds = {(recipe, side): [] for _, recipe in RECIPES for side in SIDES}
+def measure(args, before: Path) -> tuple[dict, int]:
+    """Each (recipe, side)'s epoch seconds, and the images an epoch trains."""
+    env = without_openmp_waits()  # so that each commit's own entry points decide how threads wait
+    specs = {recipe: {**spec_for(model, "engine", recipe, args), "kernels": "portable"} for model, recipe in RECIPES}
+    seconds = {(recipe, side): [] for recipe in specs for side in SIDES}
     for rep in range(args.repeats):
-        for model, recipe in RECIPES:
+        for recipe, spec in specs.items():
             for side in SIDES if rep % 2 == 0 else SIDES[::-1]:
-                spec = {**spec_for(model, "engine", recipe, args), "kernels": "portable"}
                 result = run_child(spec, cwd=before if side == "before" else Path.cwd(), env=env)
                 seconds[(recipe, side)].append(result["seconds"])
-                seconds["images"] = round(result["images_per_s"] * result["seconds"])
+                images = round(result["images_per_s"] * result["seconds"])
                 print(f"speedup: {rep + 1}/{args.repeats} {recipe} {side}: {result['seconds']:.2f} s", file=sys.stderr)
-    return seconds
+    return seconds, images
 
 
 def rows(seconds: dict, images: int, peak: float) -> list[dict]:
@@ -83,11 +81,12 @@ def rows(seconds: dict, images: int, peak: float) -> list[dict]:
 
 
 def main() -> None:
-    paths = config.load().paths
+    params = config.load()
+    paths = params.paths
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", required=True, help="the commit to compare with (a hash, tag or branch)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=config.load().train.threads)
+    parser.add_argument("--threads", type=int, default=params.train.threads)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/speedup.json"))
     args = parser.parse_args()
     args.train_data, args.test_data, args.provenance = (Path.cwd() / p for p in
@@ -95,8 +94,7 @@ def main() -> None:
     args.raw, args.limit = Path.cwd() / paths.raw, None
     with tempfile.TemporaryDirectory() as tmp:
         export(args.before, Path(tmp))
-        seconds = measure(args, Path(tmp))
-    images = seconds.pop("images")
+        seconds, images = measure(args, Path(tmp))
     peak = avx2_peak(min(args.threads, os.cpu_count() or 1))
     table = rows(seconds, images, peak)
     machine = {"cpu": engine.cpu_name(), "cores": os.cpu_count(), "threads": args.threads,
