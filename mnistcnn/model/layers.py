@@ -1,8 +1,8 @@
 """Batch norm in a form that trains fast on channels-last CPU tensors; the same maths as torch's.
 
 The engine trains in channels-last memory (mnistcnn.training.engine): oneDNN's convolutions
-and ATen's max-pool run 1.6x and 3x faster there than on NCHW tensors for this project's
-shapes. ATen's channels-last batch norm does not: it walks the (N*H*W, C) rows of the
+and ATen's max-pool run 1.7x and 2.7x faster there than on NCHW tensors for this project's
+shapes (docs/speed.md). ATen's channels-last batch norm does not: it walks the (N*H*W, C) rows of the
 memory C values at a time, and where C is not a multiple of 16 (8, 12, 20, 24, 40 channels
 here) its vector code runs part-empty: 16 ms a training step for quick25k's first norm (12
 channels at 28x28, batch 128, 2 threads) against 2 ms for the NCHW kernel.
@@ -11,8 +11,9 @@ channels at 28x28, batch 128, 2 threads) against 2 ms for the NCHW kernel.
 sums run down the (N*H, W*C) view of the memory, W*C values wide, and then fold the W
 groups into C. Its state dict is nn.BatchNorm2d's. It applies where it pays: training, on
 the CPU, channels-last, C not a multiple of 16; elsewhere (evaluation, the GPU, 16, 32, 64
-channels) torch's own kernel runs, trained on a channels-last gradient. Every op is an ATen one, so the portable CPU code
-(mnistcnn.training.kernels) covers it and tests/cpus checks it on other CPUs.
+channels) torch's own kernel runs, in training given its gradient channels-last. Every op is
+an ATen one, so the portable CPU code (mnistcnn.training.kernels) covers it and tests/cpus
+checks it on other CPUs.
 """
 
 from __future__ import annotations
