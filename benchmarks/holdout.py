@@ -25,34 +25,46 @@ from mnistcnn.params import config, recipes
 from mnistcnn.training import engine, reproducible
 
 
+def load_data() -> tuple[dict, tuple]:
+    """params.yaml's kernels pinned (before any tensor work, as train), then the training tensors
+    and the normalised test set."""
+    params = config.load()
+    reproducible.configure(params.train.threads, params.train.kernels)
+    paths, provenance = params.paths, json.loads(params.paths.provenance.read_text())
+    data = mnist.load_split(paths.train_data, "train", provenance, paths.provenance)
+    test = mnist.load_split(paths.test_data, "test", provenance, paths.provenance)
+    return data, (mnist.normalize(test["test_images"]), test["test_labels"])
+
+
+def score(raw: dict, data: dict, test: tuple) -> dict:
+    """Train one train section (raw, as params.yaml holds it) as the stage does; its final validation
+    and test accuracy and loss, and the weights' SHA-256."""
+    train = config.parse_train(raw)
+    reproducible.seed_everything(train.seed)
+    (images, labels), validation = mnist.train_and_validation(data, train.validation, "cpu")  # the stage's own
+    model, scores, start = models.build(train.architecture, train.dropout), [], time.perf_counter()
+    engine.fit(model, train, images, labels, lambda row, seconds: None, validation, scores.append)
+    result = engine.evaluate(model, *test, 1000)
+    with tempfile.TemporaryDirectory() as tmp:
+        save_torch(weights_file.state(model), Path(tmp) / "model.pt")  # as the train stage writes it
+        weights = sha256_file(Path(tmp) / "model.pt")
+    return {"seed": train.seed, "val": scores[-1]["accuracy"] if scores else None,
+            "val_loss": scores[-1]["loss"] if scores else None, "test": result.accuracy, "test_loss": result.loss,
+            "weights_sha256": weights, "seconds": round(time.perf_counter() - start)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("recipe")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--sizes", type=int, nargs="+", default=[5000, 0], help="train.validation.size values")
     args = parser.parse_args()
-    params = config.load()
-    reproducible.configure(params.train.threads, params.train.kernels)  # before any tensor work, as train
-
-    paths, provenance = params.paths, json.loads(params.paths.provenance.read_text())
-    data = mnist.load_split(paths.train_data, "train", provenance, paths.provenance)
-    test = mnist.load_split(paths.test_data, "test", provenance, paths.provenance)
-    test_images, test_labels = mnist.normalize(test["test_images"]), test["test_labels"]
+    data, test = load_data()
     for size in args.sizes:
         for seed in args.seeds:
             raw = recipes.train_section(args.recipe)
-            train = config.parse_train({**raw, "seed": seed, "validation": {**raw["validation"], "size": size}})
-            reproducible.seed_everything(seed)
-            (images, labels), validation = mnist.train_and_validation(data, train.validation, "cpu")  # the stage's own
-            model, scores, start = models.build(train.architecture, train.dropout), [], time.perf_counter()
-            engine.fit(model, train, images, labels, lambda row, seconds: None, validation, scores.append)
-            result = engine.evaluate(model, test_images, test_labels, 1000)
-            with tempfile.TemporaryDirectory() as tmp:
-                save_torch(weights_file.state(model), Path(tmp) / "model.pt")  # as the train stage writes it
-                weights = sha256_file(Path(tmp) / "model.pt")
-            print(json.dumps({"recipe": args.recipe, "size": size, "seed": seed,
-                              "val": scores[-1]["accuracy"] if scores else None, "test": result.accuracy,
-                              "weights_sha256": weights, "seconds": round(time.perf_counter() - start)}), flush=True)
+            row = score({**raw, "seed": seed, "validation": {**raw["validation"], "size": size}}, data, test)
+            print(json.dumps({"recipe": args.recipe, "size": size, **row}), flush=True)
 
 
 if __name__ == "__main__":

@@ -77,15 +77,19 @@ def _disk_errors_named(targets: Callable[[], str]) -> Iterator[None]:
 
 
 @contextmanager
-def atomic_outputs() -> Iterator[Callable[[str | Path], Path]]:
-    """Write several outputs as one: yields `stage(path)`, which returns a temporary path beside
-    `path`. If the block succeeds, each replaces its target with interrupts held back, so a
-    stage that fails or is interrupted leaves all of its outputs new or none of them."""
+def atomic_outputs() -> Iterator[Callable[..., Path]]:
+    """Write several outputs as one: yields `stage(path, folder=False)`, which returns a temporary
+    file (or, with `folder`, an empty folder) beside `path`. If the block succeeds, each replaces its
+    target with interrupts held back, so a stage that fails or is interrupted leaves all of its
+    outputs new or none of them. A folder replaces the old one whole: no file of it outlives it."""
     staged: dict[Path, Path] = {}
 
-    def stage(path: str | Path) -> Path:
+    def stage(path: str | Path, folder: bool = False) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        if folder:
+            staged[path] = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+            return staged[path]
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(fd)
         staged[path] = Path(tmp)
@@ -97,11 +101,26 @@ def atomic_outputs() -> Iterator[Callable[[str | Path], Path]]:
             umask = _umask()
             with _interrupts_held():
                 for path, tmp in staged.items():
-                    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates owner-only files
-                    os.replace(tmp, path)
+                    _replace(tmp, path, umask)
     finally:
         for tmp in staged.values():
-            tmp.unlink(missing_ok=True)
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
+
+
+def _replace(tmp: Path, path: Path, umask: int) -> None:
+    """`tmp` in place of `path`; a folder moves the old one aside first (a folder cannot replace a
+    folder that has files), then deletes it."""
+    os.chmod(tmp, (0o777 if tmp.is_dir() else 0o666) & ~umask)  # mkstemp and mkdtemp are owner-only
+    if tmp.is_dir() and path.is_dir():
+        old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+        os.replace(path, old / path.name)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, path)
 
 
 @contextmanager

@@ -91,6 +91,7 @@ def params_for(digests: dict[str, str], mirrors: list[str], **train) -> dict:
     for key, digest in digests.items():
         params["download"]["files"][key]["sha256"] = digest
     params["train"].update({"model": "cnn9k", "epochs": 1, "batch_size": 32, "lr": 0.01, "device": "cpu",
+                            "replicates": 1,  # tests/test_replicates.py trains several
                             "validation": {"size": 100, "seed": 0, "per_epoch": 1}})  # 500 images left to train on
     params["train"].update(train)
     params["evaluate"]["batch_size"] = 64

@@ -35,8 +35,10 @@ def number(low: float, high: float, open_low: bool = False, hint: str = "") -> A
                                   description=f"a number in {interval}" + (f" ({hint})" if hint else ""))]
 
 
-def integer(minimum: int) -> Any:
-    return Annotated[int, Field(ge=minimum, description=f"an integer >= {minimum}")]
+def integer(minimum: int, maximum: int | None = None) -> Any:
+    if maximum is None:
+        return Annotated[int, Field(ge=minimum, description=f"an integer >= {minimum}")]
+    return Annotated[int, Field(ge=minimum, le=maximum, description=f"an integer from {minimum} to {maximum}")]
 
 
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False, description="a positive number")]

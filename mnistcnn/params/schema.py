@@ -17,6 +17,7 @@ from mnistcnn.params.fields import (DEVICES, KERNEL_MODES, OPTIMIZERS, PRUNERS, 
                                     FilePath, ModelName, Positive, Text, choice, integer, number)
 
 MODELS = (*NAMED, DECLARED)
+MAX_REPLICATES = 32  # seeds a train section runs at: 32 of the default take about 8 minutes on 2 cores
 
 
 class _Section(BaseModel):
@@ -78,6 +79,7 @@ class TrainParams(_Section):
     batch_size: integer(1)
     epochs: integer(1)
     seed: integer(0)
+    replicates: integer(1, MAX_REPLICATES)  # runs at seeds seed, seed + 1, ...: their spread is the noise
     dropout: Annotated[float | None, Field(ge=0, lt=1, description="null (the architecture's own rate) "
                                                                    "or a number in [0, 1)")]
     device: choice(DEVICES)
@@ -88,6 +90,11 @@ class TrainParams(_Section):
     def architecture(self) -> Arch:
         """What trains: the named model's declaration, or train.arch."""
         return resolve(self.model, self.arch)
+
+    @property
+    def seeds(self) -> list[int]:
+        """The replicates' seeds; the first is train.seed, whose model the pipeline serves."""
+        return list(range(self.seed, self.seed + self.replicates))
 
 
 class EvaluateParams(_Section):
@@ -103,7 +110,8 @@ class GateParams(_Section):
 
     min_accuracy: number(0, 1, hint="a fraction: 0.95 means 95%")  # test accuracy
     max_params: integer(1)
-    max_accuracy_drop: number(0, 100, hint="percentage points")  # below the baseline's test accuracy
+    max_accuracy_drop: number(0, 100, hint="percentage points")  # of the mean test accuracy below the baseline's
+    confidence: number(0.5, 1, hint="0.95: a drop is called real at p < 0.05")  # the replicates' test
 
 
 class PromoteParams(_Section):
@@ -172,6 +180,8 @@ class PathsParams(_Section):
     val_history: FilePath
     test_metrics: FilePath
     predictions: FilePath
+    replicate_models: FilePath  # a folder
+    replicate_metrics: FilePath
     gate_report: FilePath
 
     @model_validator(mode="after")

@@ -13,6 +13,7 @@ from typing import Any
 from mnistcnn.model import arch, models
 from mnistcnn.params import config
 from mnistcnn.params.schema import TrainParams
+from mnistcnn.training import replicates
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Record:
     macs: int  # multiply-adds per image
     arch_digest: str
     params_digest: str  # of the whole train section
+    group: str  # of the train section without its seed: the group of replicates
     dataset_digest: str
 
     def card(self) -> dict[str, Any]:
@@ -39,7 +41,7 @@ class Record:
     def tags(self) -> dict[str, str]:
         """What runs and registry versions are found and compared by."""
         return {"model": self.model, "arch.digest": self.arch_digest, "params.digest": self.params_digest,
-                "dataset.digest": self.dataset_digest}
+                replicates.GROUP_TAG: self.group, "dataset.digest": self.dataset_digest}
 
 
 def record(train: TrainParams, dataset_digest: str) -> Record:
@@ -48,4 +50,4 @@ def record(train: TrainParams, dataset_digest: str) -> Record:
     return Record(model=train.model, arch=declared.model_dump(), dropout=models.rate(declared, train.dropout),
                   params=arch.count_parameters(declared), macs=arch.count_macs(declared),
                   arch_digest=config.digest(declared), params_digest=config.digest(train),
-                  dataset_digest=dataset_digest)
+                  group=replicates.group_key(train), dataset_digest=dataset_digest)
