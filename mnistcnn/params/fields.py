@@ -1,4 +1,4 @@
-"""The kinds of value params.yaml holds, and the names it may choose from.
+"""The kinds of value params.yaml holds, the names it may choose from, and what a section of it is.
 
 Each field's description says what is allowed; mnistcnn.params.config turns a failed
 validation into `key = value: must be <description>`. Paths are refused where a stage
@@ -12,7 +12,7 @@ import re
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 # The names params.yaml may choose from. mnistcnn/training/optim.py builds each optimiser and schedule
 # named here, and mnistcnn/training/kernels.py selects each kernel mode (tests/test_params.py checks both).
@@ -21,6 +21,12 @@ SCHEDULES = ("constant", "onecycle")
 KERNEL_MODES = ("portable", "native")  # portable: the same bits on every x86-64 CPU; native: this CPU's fastest
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRUNERS = ("halving", "median", "none")
+
+
+class Section(BaseModel):
+    """A mapping of params.yaml: exactly these keys, values of exactly these types, read-only."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
 def choice(names: tuple[str, ...]) -> Any:
@@ -73,6 +79,19 @@ def _inside_repository(path: Path) -> Path:
 
 
 FilePath = Annotated[Path, BeforeValidator(_non_empty_path), Field(strict=False), AfterValidator(_inside_repository)]
+
+
+def overlapping(paths: dict[str, Path], folders: dict[str, str]) -> str | None:
+    """What is wrong where a path lies in, or contains, a folder that a stage replaces whole (`folders`:
+    the key of each, and the stage), which would delete it; None where nothing does."""
+    for folder_key, stage in folders.items():
+        folder = PurePosixPath(paths[folder_key])
+        for key, path in paths.items():
+            path = PurePosixPath(path)
+            if key != folder_key and (path == folder or folder in path.parents or path in folder.parents):
+                return (f"paths.{key} = '{path}' overlaps paths.{folder_key} = '{folder}', "
+                        f"a folder the {stage} stage replaces whole")
+    return None
 
 
 def _file_name(name: str) -> str:

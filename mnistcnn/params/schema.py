@@ -7,31 +7,25 @@ model counted, `make budget`) in well under a second.
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
-from typing import Annotated, Any
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from mnistcnn.model.arch import DECLARED, NAMED, Arch, resolve
-from mnistcnn.params.fields import (DEVICES, KERNEL_MODES, OPTIMIZERS, PRUNERS, SCHEDULES, Alias, FileName,
-                                    FilePath, ModelName, Positive, Text, choice, integer, number)
+from mnistcnn.params.fields import (DEVICES, KERNEL_MODES, OPTIMIZERS, SCHEDULES, Alias, FileName, FilePath,
+                                    ModelName, Positive, Section, Text, choice, integer, number, overlapping)
+from mnistcnn.params.search_section import HeartbeatParams, PrunerParams, SearchParams  # noqa: F401 (re-exported)
 
 MODELS = (*NAMED, DECLARED)
 MAX_REPLICATES = 32  # seeds a train section runs at: 32 of the default take about 8 minutes on 2 cores
 
 
-class _Section(BaseModel):
-    """A mapping of params.yaml: exactly these keys, values of exactly these types, read-only."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-class DataFile(_Section):
+class DataFile(Section):
     name: FileName  # on a mirror and in paths.raw, e.g. train-images-idx3-ubyte.gz
     sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$", description="64 hexadecimal digits")]
 
 
-class DataFiles(_Section):
+class DataFiles(Section):
     train_images: DataFile
     train_labels: DataFile
     test_images: DataFile
@@ -42,13 +36,13 @@ class DataFiles(_Section):
         return dict(self).items()
 
 
-class DownloadParams(_Section):
+class DownloadParams(Section):
     mirrors: Annotated[list[Text], Field(min_length=1, description="a non-empty list of URLs or folders")]
     files: DataFiles  # sha256 of each file's decompressed content
     timeout: Positive  # seconds per request
 
 
-class AugmentParams(_Section):
+class AugmentParams(Section):
     rotate: number(0, 180)  # up to +- this many degrees, drawn per image
     translate: number(0, 0.5)  # up to +- this fraction of the image size, per image
 
@@ -57,7 +51,7 @@ class AugmentParams(_Section):
         return self.rotate > 0 or self.translate > 0
 
 
-class ValidationParams(_Section):
+class ValidationParams(Section):
     """Training images held out to choose on: the test set is for the final score only."""
 
     size: integer(0)  # images, stratified by digit; 0: none held out (train on all, no validation metrics)
@@ -65,7 +59,7 @@ class ValidationParams(_Section):
     per_epoch: integer(1)  # scorings per epoch, evenly spaced, the last at the epoch's end
 
 
-class TrainParams(_Section):
+class TrainParams(Section):
     model: choice(MODELS)  # a named architecture, or `declared`: the one under `arch`
     arch: Arch  # the declared architecture (mnistcnn/model/arch.py), used when model is `declared`
     validation: ValidationParams
@@ -97,15 +91,15 @@ class TrainParams(_Section):
         return list(range(self.seed, self.seed + self.replicates))
 
 
-class EvaluateParams(_Section):
+class EvaluateParams(Section):
     batch_size: integer(1)
 
 
-class TrackingParams(_Section):
+class TrackingParams(Section):
     experiment: Text
 
 
-class GateParams(_Section):
+class GateParams(Section):
     """Merge thresholds read by `python -m stages.gate`; no pipeline stage depends on them."""
 
     min_accuracy: number(0, 1, hint="a fraction: 0.95 means 95%")  # test accuracy
@@ -114,7 +108,7 @@ class GateParams(_Section):
     confidence: number(0.5, 1, hint="0.95: a drop is called real at p < 0.05")  # the replicates' test
 
 
-class PromoteParams(_Section):
+class PromoteParams(Section):
     """Where `make promote` registers a model that passed the gate; no pipeline stage depends on it."""
 
     model_name: ModelName
@@ -126,47 +120,7 @@ class PromoteParams(_Section):
         return f"models:/{self.model_name}@{self.alias}"
 
 
-class PrunerParams(_Section):
-    """What stops a trial early, on its validation accuracy at each scoring (mnistcnn.search.search)."""
-
-    kind: choice(PRUNERS)  # halving: asynchronous successive halving; median: below the median so far
-    min_scorings: integer(1)  # scorings a trial runs before it can be stopped (halving: its first rung)
-    reduction: integer(2)  # halving: one trial in `reduction` goes on at each rung
-    startup_trials: integer(0)  # median: the first trials are never stopped (they set the median)
-
-
-class HeartbeatParams(_Section):
-    """A worker's trial is failed when `missed` heartbeats in a row do not come, and run again."""
-
-    interval: integer(1)  # seconds between a worker's heartbeats
-    missed: integer(2)  # heartbeats missed before another worker fails the trial
-    retries: integer(0)  # times a failed (killed, interrupted) trial is run again
-
-    @property
-    def grace(self) -> int:
-        """Seconds of silence before a trial is failed."""
-        return self.interval * self.missed
-
-
-class SearchParams(_Section):
-    """`make search` (stages/search.py): an Optuna study over train keys; no stage depends on it."""
-
-    study: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$",
-                                description="a name: letters, digits, '_', '.', '-' (the winner's recipe file)")]
-    trials: integer(1)  # a worker's trials, unless --trials says otherwise
-    seed: integer(0)  # the sampler's (TPE): a study run by one worker proposes the same trials again
-    base: Annotated[str | None, Field(description="null (params.yaml's train section) or a recipe name")]
-    epochs: integer(1)  # the epoch budget: every trial trains this many
-    max_params: integer(1)  # the parameter budget: a bigger trial is refused before training
-    scorings_per_epoch: integer(1)  # validation scorings an epoch, each reported to the pruner
-    pruner: PrunerParams
-    heartbeat: HeartbeatParams
-    # train keys, each a range {low, high} or {choices: [...]}: read by the search (mnistcnn/search/space.py)
-    space: Annotated[dict[str, Any], Field(min_length=1, description="a mapping of train keys to ranges "
-                                                                     "{low, high} or {choices: [...]}")]
-
-
-class PathsParams(_Section):
+class PathsParams(Section):
     """Every file a stage reads or writes; dvc.yaml names the same ones via ${paths.*}."""
 
     raw: FilePath
@@ -185,18 +139,15 @@ class PathsParams(_Section):
     gate_report: FilePath
 
     @model_validator(mode="after")
-    def _nothing_inside_raw(self) -> PathsParams:
-        """The download stage replaces paths.raw whole: no other path may lie in it, or contain it."""
-        raw = PurePosixPath(self.raw)
-        for key, path in dict(self).items():
-            path = PurePosixPath(path)
-            if key != "raw" and (path == raw or raw in path.parents or path in raw.parents):
-                raise ValueError(f"paths.{key} = '{path}' overlaps paths.raw = '{raw}', "
-                                 "a folder the download stage replaces whole")
+    def _nothing_inside_a_replaced_folder(self) -> PathsParams:
+        """A stage replaces paths.raw (download) and paths.replicate_models (train) whole."""
+        overlap = overlapping(dict(self), {"raw": "download", "replicate_models": "train"})
+        if overlap:
+            raise ValueError(overlap)
         return self
 
 
-class Params(_Section):
+class Params(Section):
     paths: PathsParams
     download: DownloadParams
     train: TrainParams
