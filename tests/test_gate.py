@@ -23,12 +23,15 @@ pytestmark = pytest.mark.unit  # the fast tier: make test-fast
 FAKE_EVALUATE = """\
 import json, pathlib, yaml
 metrics = yaml.safe_load(open("fake.yaml"))["fake"]
+seeds = metrics.pop("seeds", None) or [metrics["accuracy"]]  # the test accuracy at each seed
 pathlib.Path("metrics").mkdir(exist_ok=True)
 pathlib.Path("metrics/test.json").write_text(json.dumps(metrics, indent=2))
+replicates = {"n": len(seeds), "seeds": {str(i): {"test_accuracy": a} for i, a in enumerate(seeds)}}
+pathlib.Path("metrics/replicates.json").write_text(json.dumps(replicates, indent=2))
 """
 DVC_YAML = {"stages": {"evaluate": {
     "cmd": "python fake_evaluate.py", "deps": ["fake_evaluate.py"], "params": [{"fake.yaml": ["fake"]}],
-    "metrics": [{"metrics/test.json": {"cache": False}}]}}}
+    "metrics": [{"metrics/test.json": {"cache": False}}, {"metrics/replicates.json": {"cache": False}}]}}}
 
 
 def set_params(repo, section, **values):
@@ -87,7 +90,8 @@ def test_a_change_within_every_threshold_passes_against_the_merge_base(repo, tem
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith("## Metrics gate: PASS\n")
     assert f"`{template[1]['B'][:7]}`, the merge base of HEAD and `main`" in result.stdout
-    assert "| test accuracy | 97.28% | 97.25% | -0.03 pp | ≥ 95.00% | pass |" in result.stdout
+    assert ("| test accuracy %, mean [95% interval] | 97.28 (n 1, no interval) | 97.25 (n 1, no interval) | — "
+            "| mean ≥ 95.00% | pass |") in result.stdout
     assert "| parameters | 24,394 | 24,394 | +0 | ≤ 25,000 | pass |" in result.stdout
     assert "Parameter count: 24,394 of a 25,000 budget" in result.stdout
     assert "committed at HEAD" not in result.stdout and "Thresholds differ" not in result.stdout
@@ -97,12 +101,12 @@ def test_a_change_within_every_threshold_passes_against_the_merge_base(repo, tem
 def test_main_s_tip_is_the_baseline_only_when_asked(repo, capsys):
     code, out = run_gate(capsys, "--rev", "main")
     assert code == 1
-    assert "test accuracy dropped 2.65 pp against the baseline (allowed 0.30 pp)" in out
+    assert "mean test accuracy dropped 2.65 pp against the baseline (allowed 0.30 pp)" in out
 
 
 @pytest.mark.parametrize("values, failure", [
     ({"params": 30000}, "30,000 parameters exceed the budget of 25,000."),
-    ({"accuracy": 0.969}, "test accuracy dropped 0.38 pp against the baseline (allowed 0.30 pp)."),
+    ({"accuracy": 0.969}, "mean test accuracy dropped 0.38 pp against the baseline (allowed 0.30 pp)."),
 ])
 def test_each_threshold_fails_on_its_own_and_is_named(repo, capsys, values, failure):
     reproduce(repo, **values)
@@ -119,7 +123,7 @@ def test_a_change_that_loosens_its_own_gate_and_worsens_the_model_still_fails(re
     reproduce(repo, accuracy=0.5, params=30000)
     code, out = run_gate(capsys)
     assert code == 1
-    assert ("**FAIL**: test accuracy 50.00% is below the minimum 95.00%; test accuracy dropped 47.28 pp "
+    assert ("**FAIL**: mean test accuracy 50.00% is below the minimum 95.00%; mean test accuracy dropped 47.28 pp "
             "against the baseline (allowed 0.30 pp); 30,000 parameters exceed the budget of 25,000.") in out
     assert ("**This change moves the thresholds**: `min_accuracy` 0.95 → 0.0, `max_params` 25000 → 1000000000, "
             "`max_accuracy_drop` 0.3 → 99.0. They take effect once it has merged") in out
@@ -132,7 +136,7 @@ def test_thresholds_are_the_baseline_s_when_it_tightened_them(repo, template, ca
     tightened = git_commit(repo, "main tightens the gate")
     sh("git", "checkout", "-q", "feature", cwd=repo)
     code, out = run_gate(capsys, "--rev", tightened)
-    assert code == 1 and "test accuracy 97.25% is below the minimum 98.00%" in out
+    assert code == 1 and "mean test accuracy 97.25% is below the minimum 98.00%" in out
     assert "**This change moves the thresholds**: `min_accuracy` 0.98 → 0.95." in out
 
 
@@ -146,7 +150,8 @@ def test_a_drop_of_exactly_the_allowed_amount_passes(repo, capsys):
     reproduce(repo, accuracy=0.9698)  # 0.3 pp below 0.9728, which floats make 0.30000000000000027
     code, out = run_gate(capsys)
     assert code == 0, out
-    assert "| test accuracy vs baseline | 97.28% | 96.98% | -0.30 pp | drop ≤ 0.30 pp | pass |" in out
+    assert ("| test accuracy vs baseline | 97.28 (n 1, no interval) | 96.98 (n 1, no interval) "
+            "| -0.30 pp (no spread on one side) | drop ≤ 0.30 pp, none real (Welch p ≥ 0.05) | pass |") in out
 
 
 @pytest.mark.parametrize("content, message", [
@@ -184,7 +189,8 @@ def test_without_a_baseline_only_the_absolute_thresholds_are_judged(repo, templa
     code, out = run_gate(capsys, "--rev", template[1]["A"])
     assert code == 0, out
     assert f"No baseline: `metrics/test.json` does not exist at `{template[1]['A'][:7]}`" in out
-    assert "| test accuracy vs baseline | — | 97.25% | — | drop ≤ 0.30 pp | no baseline |" in out
+    assert ("| test accuracy vs baseline | — | 97.25 (n 1, no interval) | — "
+            "| drop ≤ 0.30 pp, none real (Welch p ≥ 0.05) | no baseline |") in out
 
 
 def test_origin_main_stands_in_for_main_and_neither_cannot_be_judged(repo, template, capsys):
@@ -212,11 +218,11 @@ def test_a_baseline_with_a_bad_threshold_cannot_be_judged(repo, capsys):
     assert code == 2 and f"params.yaml at {bad[:7]}: gate.min_accuracy = 95: must be a number in [0, 1)" in out
 
 
-def test_the_metrics_file_the_gate_reads_is_the_pipeline_s_test_metrics():
-    """The gate reads paths.test_metrics; dvc.yaml must declare that same file as a metric."""
+def test_the_metrics_files_the_gate_reads_are_the_pipeline_s_test_metrics():
+    """The gate reads paths.test_metrics and paths.replicate_metrics; dvc.yaml must declare them as metrics."""
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     declared = [next(iter(m)) if isinstance(m, dict) else m for m in stages["evaluate"]["metrics"]]
-    assert declared == ["${paths.test_metrics}"]
+    assert declared == ["${paths.test_metrics}", "${paths.replicate_metrics}"]
 
 
 @pytest.mark.parametrize("returned, code", [(None, 0), (0, 0), (1, 1), (2, 2)])

@@ -15,7 +15,8 @@ def test_the_committed_params_file_is_valid():
     loaded = config.load(committed_params())
     assert loaded.train.model in schema.MODELS
     assert {key for key, _ in loaded.download.files.items()} == {'train_images', 'train_labels', 'test_images', 'test_labels'}
-    assert loaded.gate == schema.GateParams(min_accuracy=0.95, max_params=25_000, max_accuracy_drop=0.3)
+    assert loaded.gate == schema.GateParams(min_accuracy=0.95, max_params=25_000, max_accuracy_drop=0.3,
+                                                confidence=0.95)
 
 
 def test_no_stage_depends_on_the_gate_thresholds():
@@ -179,6 +180,9 @@ def test_merge_sets_nested_keys_one_by_one_as_dvc_exp_run_does():
     ("raw", "", "paths.raw = '': must be a non-empty string"),
     ("train_data", "data/raw/train.pt", "paths.train_data = 'data/raw/train.pt' overlaps paths.raw = 'data/raw'"),
     ("raw", "data", "paths.train_data = 'data/train.pt' overlaps paths.raw = 'data'"),
+    ("model", "models/replicates/model.pt", "paths.model = 'models/replicates/model.pt' overlaps "
+                                            "paths.replicate_models = 'models/replicates', a folder the train stage"),
+    ("replicate_models", "models", "paths.model = 'models/model.pt' overlaps paths.replicate_models = 'models'"),
 ])
 def test_a_path_that_escapes_or_would_replace_what_the_repository_needs_is_refused(key, value, message):
     raw = copy.deepcopy(VALID)

@@ -8,14 +8,15 @@ passed, 1 a check failed, 2 the gate cannot judge (it fails closed).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from mnistcnn.gate import spread
 from mnistcnn.params.schema import GateParams
+from mnistcnn.training import replicates
 
 PASS, FAIL, CANNOT_JUDGE = 0, 1, 2
 TITLES = {PASS: "PASS", FAIL: "FAIL", CANNOT_JUDGE: "CANNOT JUDGE"}
-TOLERANCE_PP = 1e-9  # 0.9728 - 0.9698 is 0.30000000000000027 pp in floats: that drop is 0.3 pp
 
 
 class CannotJudge(ValueError):
@@ -24,9 +25,15 @@ class CannotJudge(ValueError):
 
 @dataclass(frozen=True)
 class Metrics:
-    accuracy: float  # a fraction
+    accuracy: float  # the served model's test accuracy, a fraction
     params: int
     loss: float | None  # shown, not judged
+    seeds: tuple[float, ...] = ()  # the test accuracy at every seed (metrics/replicates.json); () where none
+
+    @property
+    def accuracies(self) -> tuple[float, ...]:
+        """What the accuracy checks judge: every seed's, else the served model's alone."""
+        return self.seeds or (self.accuracy,)
 
 
 @dataclass(frozen=True)
@@ -72,22 +79,31 @@ def parse_metrics(raw: Any, source: str) -> Metrics:
     return Metrics(accuracy=float(accuracy), params=int(params), loss=float(loss) if ok_loss else None)
 
 
+def with_seeds(metrics: Metrics, raw: Any, source: str) -> Metrics:
+    """`metrics` with the test accuracy at every seed of a metrics/replicates.json document."""
+    found = replicates.per_seed_scores(raw, "test_accuracy")
+    if found is None or not all(0 <= value <= 1 for value in found.values()):
+        raise CannotJudge(f"{source}: expected each seed's test_accuracy, a fraction, under `seeds`")
+    return replace(metrics, seeds=tuple(found[seed] for seed in sorted(found)))
+
+
 def _accuracy_checks(current: Metrics, baseline: Metrics | None, gate: GateParams) -> list[Check]:
-    acc, base = current.accuracy, baseline.accuracy if baseline else None
-    shown = (f"{base:.2%}" if base is not None else "—", f"{acc:.2%}")
-    delta_pp = (acc - base) * 100 if base is not None else None
-    delta = f"{delta_pp:+.2f} pp" if delta_pp is not None else "—"
-    minimum = Check("test accuracy", *shown, delta, f"≥ {gate.min_accuracy:.2%}", acc >= gate.min_accuracy,
-                    f"test accuracy {acc:.2%} is below the minimum {gate.min_accuracy:.2%}")
-    allowed = f"drop ≤ {gate.max_accuracy_drop:.2f} pp"
-    if delta_pp is None:
-        return [minimum, Check("test accuracy vs baseline", *shown, delta, allowed, None)]
-    drop = -delta_pp
-    regression = Check("test accuracy vs baseline", *shown, delta, allowed,
-                       drop <= gate.max_accuracy_drop + TOLERANCE_PP,
-                       f"test accuracy dropped {drop:.2f} pp against the baseline "
-                       f"(allowed {gate.max_accuracy_drop:.2f} pp)")
-    return [minimum, regression]
+    ours = spread.summary_of(current.accuracies)
+    theirs = spread.summary_of(baseline.accuracies) if baseline else None
+    base_cell = theirs.interval_text() if theirs else "—"
+    minimum = Check("test accuracy %, mean [95% interval]", base_cell, ours.interval_text(), "—",
+                    f"mean ≥ {gate.min_accuracy:.2%}", ours.mean >= gate.min_accuracy,
+                    f"mean test accuracy {ours.mean:.2%} is below the minimum {gate.min_accuracy:.2%}")
+    rule = f"drop ≤ {gate.max_accuracy_drop:.2f} pp, none real (Welch p ≥ {1 - gate.confidence:.2g})"
+    served = Check(f"served model's test accuracy (seed {'first' if current.seeds else 'only'})",
+                   f"{baseline.accuracy:.2%}" if baseline else "—", f"{current.accuracy:.2%}",
+                   f"{(current.accuracy - baseline.accuracy) * 100:+.2f} pp" if baseline else "—", "—", None)
+    if baseline is None:
+        return [minimum, Check("test accuracy vs baseline", "—", ours.interval_text(), "—", rule, None), served]
+    judged = spread.judge(current.accuracies, baseline.accuracies, gate)
+    regression = Check("test accuracy vs baseline", base_cell, ours.interval_text(),
+                       f"{-judged.drop_pp:+.2f} pp ({judged.p_text})", rule, not judged.failed, judged.reason)
+    return [minimum, regression, served]
 
 
 def checks(current: Metrics, baseline: Metrics | None, gate: GateParams) -> list[Check]:
@@ -111,12 +127,21 @@ def judge(current: Metrics, baseline: Metrics | None, gate: GateParams, notes=()
     failures = [row.failure for row in rows if row.passed is False]
     if failures:
         return Verdict(FAIL, "; ".join(failures) + ".", tuple(rows), tuple(notes), footer)
-    against = "no baseline to compare with" if baseline is None else (
-        f"{(current.accuracy - baseline.accuracy) * 100:+.2f} pp against the baseline "
-        f"(allowed drop {gate.max_accuracy_drop:.2f} pp)")
-    summary = (f"test accuracy {current.accuracy:.2%} (minimum {gate.min_accuracy:.2%}), "
-               f"{current.params:,} parameters (budget {gate.max_params:,}), {against}.")
+    ours = spread.summary_of(current.accuracies)
+    against = "no baseline to compare with" if baseline is None else _against(current, baseline, gate)
+    summary = (f"mean test accuracy {ours.mean:.2%} over {ours.n} seed{'s' if ours.n > 1 else ''} "
+               f"(minimum {gate.min_accuracy:.2%}), {current.params:,} parameters (budget {gate.max_params:,}), "
+               f"{against}.")
     return Verdict(PASS, summary, tuple(rows), tuple(notes), footer)
+
+
+def _against(current: Metrics, baseline: Metrics, gate: GateParams) -> str:
+    judged = spread.judge(current.accuracies, baseline.accuracies, gate)
+    noise = "one seed on a side: no spread to test" if judged.p is None else \
+        f"Welch's t-test p = {judged.p:.3f}, a real drop below {judged.alpha:g}"
+    seeds = f"{judged.baseline.n} seed{'s' if judged.baseline.n > 1 else ''}"
+    return (f"{-judged.drop_pp:+.2f} pp against the baseline's mean over {seeds} "
+            f"({noise}; allowed drop {gate.max_accuracy_drop:.2f} pp)")
 
 
 def stale(changes: list[str]) -> Verdict:
