@@ -1,15 +1,13 @@
-"""compare: the experiments side by side, in a table that fits the terminal (`make compare`).
+"""compare: the experiments side by side, a row per group of replicates, in a table that fits the terminal.
 
-`dvc exp show` gives every metric and param a column, named by its file
-(`metrics/test.json:accuracy`), so a 120-column terminal shows four of them. This
-shows what one chooses on and what tells the rows apart: each row's validation
-accuracy (choose on it), test accuracy and parameter count, best validation first,
-a `!` after a count over gate.max_params; then the train params whose values differ
-between the rows, the shortest first, an architecture as its channels (`12-24-40-24`),
-as many as fit, the rest named below. A row without metrics shows `-` or `failed`,
-said below: a failed experiment, an unfinished one, or a commit whose
-metrics/train.json (a DVC output) this clone's cache lacks until `make pull`.
-`dvc exp show` (in the activated .venv) still shows everything.
+`dvc exp show` gives every metric and param a column named by its file, and a row per
+experiment whatever its seeds. This shows a row per group (one train section at any
+seeds, pooled across experiments: mnistcnn.training.replicates): mean ± sd (n) of
+validation accuracy (choose on it) and test accuracy, whether a group differs from the
+best by more than the seeds' noise (`vs best`: Welch's two-sided t-test on validation),
+the parameter count (`!` over gate.max_params), then the train params that differ, the
+shortest first, as many as fit, an architecture as its channels (`12-24-40-24`); marks
+and what did not fit are said below the table. `dvc exp show` still shows everything.
 """
 
 from __future__ import annotations
@@ -25,18 +23,31 @@ from typing import Any
 
 from mnistcnn import cli
 from mnistcnn.params import config
+from mnistcnn.training import replicates
 
 METRICS = (("validation", "metrics/train.json", "val_accuracy"), ("test", "metrics/test.json", "accuracy"),
            ("params", "metrics/test.json", "params"))
+REPLICATES = "metrics/replicates.json"
+ALPHA = 0.05  # a group whose validation differs from the best's with p below this is `worse`
 
 
 def _row(entry: dict) -> dict[str, Any]:
+    """One experiment: its served model's metrics, every seed's scores where it has replicates (else
+    the served model's as its one seed), its train params, its group."""
     name = entry.get("name") or (entry["rev"] if entry["rev"] == "workspace" else entry["rev"][:7])
     data = entry.get("data") or {}
     metrics = data.get("metrics") or {}
     values = {label: (metrics.get(path) or {}).get("data", {}).get(key) for label, path, key in METRICS}
     train = (((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}).get("train") or {}
-    return {"name": name, **values, "train": config.flatten(train), "failed": bool(entry.get("error"))}
+    document = (metrics.get(REPLICATES) or {}).get("data")
+    seeds = {label: replicates.per_seed_scores(document, key) for label, key in
+             (("validation", "val_accuracy"), ("test", "test_accuracy"))}
+    for label in seeds:
+        if seeds[label] is None and values[label] is not None:
+            seeds[label] = {train.get("seed", 0): values[label]}
+    group = document.get("group") if isinstance(document, dict) and seeds["test"] else None
+    return {"name": name, **values, "seeds": seeds, "group": group or f"experiment {name}",
+            "train": config.flatten(train), "failed": bool(entry.get("error"))}
 
 
 def rows(shown: list[dict]) -> list[dict[str, Any]]:
@@ -93,17 +104,58 @@ def _lay_out(columns: list[list[str]]) -> list[str]:
                       for i, (text, w) in enumerate(zip(line, widths))).rstrip() for line in zip(*columns)]
 
 
+def groups(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows pooled by group: each seed once (the same seed of one group trains the same bits), the
+    experiments named by the first and how many more, the first's train params and count."""
+    pooled: dict[str, dict[str, Any]] = {}
+    for row in found:
+        group = pooled.setdefault(row["group"], {**row, "names": [], "seeds": {"validation": {}, "test": {}}})
+        group["names"].append(row["name"])
+        group["failed"] = group["failed"] and row["failed"]
+        group["params"] = group["params"] if group["params"] is not None else row["params"]
+        for label in ("validation", "test"):
+            group["seeds"][label].update(row["seeds"][label] or {})
+    for group in pooled.values():
+        group["name"] = group["names"][0] + (f"+{len(group['names']) - 1}" if len(group["names"]) > 1 else "")
+        for label in ("validation", "test"):
+            scores = list(group["seeds"][label].values())
+            group[label] = replicates.summarize(scores) if scores else None
+    return list(pooled.values())
+
+
+def _spread(summary: replicates.Summary | None, failed: bool) -> str:
+    """`98.75 ± 0.16 (n 3)` in percent; one seed `98.71 (n 1)`, no sd made up."""
+    if summary is None:
+        return "failed" if failed else "-"
+    if summary.sd is None:
+        return f"{summary.mean * 100:.2f} (n 1)"
+    return f"{summary.mean * 100:.2f} ± {summary.sd * 100:.2f} (n {summary.n})"
+
+
+def _versus(group: dict[str, Any], best: dict[str, Any] | None) -> str:
+    """`best`; `≈` within the seeds' noise of the best, `worse` beyond it (Welch, validation); `?` untestable."""
+    if best is None or group["validation"] is None:
+        return "-"
+    if group is best:
+        return "best"
+    p = replicates.p_differ(list(group["seeds"]["validation"].values()), list(best["seeds"]["validation"].values()))
+    return "?" if p is None else ("≈" if p >= ALPHA else "worse")
+
+
 def table(found: list[dict[str, Any]], width: int, budget: int | None = None) -> str:
-    """The rows, best validation first, in lines of at most `width` characters: the metrics and the
-    parameter count always, then the train params that differ, the shortest first, as many as fit;
-    what did not fit, and what the marks mean, said below."""
-    ordered = sorted(found, key=lambda row: (row["validation"] is None, -(row["validation"] or 0)))
-    columns = [["experiment", *(row["name"] for row in ordered)]]
-    for label, _, _ in METRICS:
-        columns.append([label, *("failed" if row["failed"] and label == "validation" else
-                                 _metric(row[label], budget if label == "params" else None) for row in ordered)])
-    keys = sorted({k for row in found for k in row["train"]})
-    differ = [[key, *_column(key, ordered)] for key in keys if len({_digest(row["train"].get(key)) for row in found}) > 1]
+    """A row per group, best mean validation first, in lines of at most `width` characters: the
+    metrics, the verdict against the best and the parameter count always, then the train params that
+    differ, the shortest first, as many as fit; what did not fit, and what the marks mean, said below."""
+    pooled = groups(found)
+    ordered = sorted(pooled, key=lambda g: (g["validation"] is None, -(g["validation"].mean if g["validation"] else 0)))
+    best = ordered[0] if ordered and ordered[0]["validation"] is not None else None
+    columns = [["experiment", *(g["name"] for g in ordered)],
+               ["validation %", *(_spread(g["validation"], g["failed"]) for g in ordered)],
+               ["vs best", *(_versus(g, best) for g in ordered)],
+               ["test %", *(_spread(g["test"], False) for g in ordered)],
+               ["params", *(_metric(g["params"], budget) for g in ordered)]]
+    keys = sorted({k for g in pooled for k in g["train"]} - ({"replicates"} if len(pooled) > 1 else set()))
+    differ = [[key, *_column(key, ordered)] for key in keys if len({_digest(g["train"].get(key)) for g in pooled}) > 1]
     left_out = []
     for column in sorted(differ, key=lambda column: (max(map(len, column)), column[0])):
         if not left_out and max(map(len, _lay_out([*columns, column]))) <= width:
@@ -116,13 +168,28 @@ def table(found: list[dict[str, Any]], width: int, budget: int | None = None) ->
     if left_out:
         wider = max(map(len, _lay_out(columns + [c for c in differ if c[0] in left_out])))
         lines.append(f"not shown: {', '.join(left_out)} (COMPARE_ARGS=--width={wider} shows them)")
-    if any(row["failed"] for row in found):
-        lines.append("failed: the experiment failed, no metrics (dvc exp show lists its error)")
-    if any(row["validation"] is None and not row["failed"] for row in found):  # a DVC output: pulled or not
-        lines.append("-: no validation metrics here: unfinished, or not in this DVC cache (make pull)")
-    if any(_over(row["params"], budget) for row in found):
-        lines.append(f"!: over gate.max_params = {budget:,}: `make gate` refuses it")
+    lines += _legend(pooled, ordered, budget)
     return "\n".join(line if len(line) <= width else line[: width - 1] + "…" for line in lines)
+
+
+def _legend(pooled: list[dict[str, Any]], ordered: list[dict[str, Any]], budget: int | None) -> list[str]:
+    """What the marks in the table mean, those that appear."""
+    marks = {_versus(g, ordered[0]) for g in ordered}
+    lines = []
+    if marks & {"≈", "worse"}:
+        lines.append(f"vs best: ≈ within the seeds' noise of the best's validation accuracy, worse beyond it "
+                     f"(Welch's two-sided t-test, p < {ALPHA} is worse)")
+    if "?" in marks:
+        lines.append("?: one seed on a side, no spread to test (train.replicates: 2 or more)")
+    if any(len(g["names"]) > 1 for g in pooled):
+        lines.append("+k: the seeds of k more experiments of the same train section, pooled")
+    if any(g["failed"] for g in pooled):
+        lines.append("failed: the experiment failed, no metrics (dvc exp show lists its error)")
+    if any(g["validation"] is None and not g["failed"] for g in pooled):  # a DVC output: pulled or not
+        lines.append("-: no validation metrics here: unfinished, or not in this DVC cache (make pull)")
+    if any(_over(g["params"], budget) for g in pooled):
+        lines.append(f"!: over gate.max_params = {budget:,}: `make gate` refuses it")
+    return lines
 
 
 def main() -> int:
