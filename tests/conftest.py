@@ -228,10 +228,10 @@ def team_server():
         return tracking_server.start(folder, "127.0.0.1", free_port(), study_port=free_port())
 
 
-def make_repo(tmp: Path, store: bool = True) -> tuple[Path, dict[str, str]]:
-    """A committed repository holding this project's code, with params and $MNIST_MIRROR pointing
-    at a synthetic mirror, and (`store`) an empty MLflow store under mlruns/; returns it and the
-    environment to run `dvc` in."""
+def make_repo(tmp: Path, store: bool = True, train: dict | None = None) -> tuple[Path, dict[str, str]]:
+    """A committed repository holding this project's code, with params (`train` over the shrunk train
+    section) and $MNIST_MIRROR pointing at a synthetic mirror, and (`store`) an empty MLflow store
+    under mlruns/; returns it and the environment to run `dvc` in."""
     repo = tmp / "repo"
     init_repo(repo)
     copy_code(repo)
@@ -241,7 +241,8 @@ def make_repo(tmp: Path, store: bool = True) -> tuple[Path, dict[str, str]]:
     if store:
         shutil.copy(empty_store(), repo / "mlruns/mlflow.db")
     digests = write_mnist(tmp / "mirror")
-    (repo / "params.yaml").write_text(yaml.safe_dump(params_for(digests, ["http://127.0.0.1:9/"]), sort_keys=False))
+    params = params_for(digests, ["http://127.0.0.1:9/"], **(train or {}))
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     git_commit(repo, "init")
     return repo, tool_env(MNIST_MIRROR=str(tmp / "mirror"))
 
