@@ -182,7 +182,7 @@ def _legend(pooled: list[dict[str, Any]], ordered: list[dict[str, Any]], budget:
     if "?" in marks:
         lines.append("?: one seed on a side, no spread to test (train.replicates: 2 or more)")
     if any(len(g["names"]) > 1 for g in pooled):
-        lines.append("+k: the seeds of k more experiments of the same train section, pooled")
+        lines.append("+k: pooled with k more rows (commits, experiments) of the same train section, each seed once")
     if any(g["failed"] for g in pooled):
         lines.append("failed: the experiment failed, no metrics (dvc exp show lists its error)")
     if any(g["validation"] is None and not g["failed"] for g in pooled):  # a DVC output: pulled or not

@@ -25,7 +25,7 @@ from mnistcnn.data import mnist
 from mnistcnn.model import weights as weights_file
 from mnistcnn.outputs import atomic_outputs, read_json, save_torch, sha256_file, write_json
 from mnistcnn.params import config
-from mnistcnn.params.schema import PathsParams, TrainParams
+from mnistcnn.params.schema import Params, PathsParams, TrainParams
 from mnistcnn.tracking import runs
 from mnistcnn.training import engine, record, replicates, reproducible, trainer
 
@@ -67,7 +67,7 @@ def write_served(stage, paths: PathsParams, weights: Path, card: dict, history: 
                                             "macs": card["macs"]})
 
 
-def train_seed(params, train: TrainParams, data: tuple, provenance: dict, folder: Path, label: str) -> tuple:
+def train_seed(params: Params, train: TrainParams, data: tuple, provenance: dict, folder: Path, label: str) -> tuple:
     """One replicate as a run of its own: trained, its model logged, its weights and card written into
     `folder` (staged); returns (weights path, card, history, validation scorings)."""
     (images, labels), validation, device = data

@@ -120,4 +120,4 @@ def test_a_group_is_one_row_of_mean_sd_and_n_and_its_difference_from_the_best_is
     assert rows["close"].split()[6] == "≈" and rows["slow"].split()[6] == "worse"
     assert rows["one"].split()[1:5] == ["98.69", "(n", "1)", "?"]
     assert "Welch's two-sided t-test, p < 0.05 is worse" in lines[5]
-    assert any(line.startswith("+k: the seeds of k more experiments") for line in lines)
+    assert any(line.startswith("+k: pooled with k more rows") for line in lines)
