@@ -46,7 +46,8 @@ def _row(entry: dict) -> dict[str, Any]:
         if seeds[label] is None and values[label] is not None:
             seeds[label] = {train.get("seed", 0): values[label]}
     group = document.get("group") if isinstance(document, dict) and seeds["test"] else None
-    return {"name": name, **values, "seeds": seeds, "group": group or f"experiment {name}",
+    kind = 2 if entry["rev"] == "workspace" else 0 if entry.get("name") and entry.get("experiment") else 1
+    return {"name": name, **values, "seeds": seeds, "group": group or f"experiment {name}", "kind": kind,
             "train": config.flatten(train), "failed": bool(entry.get("error"))}
 
 
@@ -57,7 +58,7 @@ def rows(shown: list[dict]) -> list[dict[str, Any]]:
         found.append(_row(commit))
         for experiment in commit.get("experiments") or []:
             for revision in experiment.get("revs") or []:
-                found.append(_row(revision))
+                found.append(_row({**revision, "experiment": True}))
     return found
 
 
@@ -110,13 +111,13 @@ def groups(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
     pooled: dict[str, dict[str, Any]] = {}
     for row in found:
         group = pooled.setdefault(row["group"], {**row, "names": [], "seeds": {"validation": {}, "test": {}}})
-        group["names"].append(row["name"])
+        group["names"].append((row["kind"], row["name"]))  # named by an experiment first, the workspace last
         group["failed"] = group["failed"] and row["failed"]
         group["params"] = group["params"] if group["params"] is not None else row["params"]
         for label in ("validation", "test"):
             group["seeds"][label].update(row["seeds"][label] or {})
     for group in pooled.values():
-        group["name"] = group["names"][0] + (f"+{len(group['names']) - 1}" if len(group["names"]) > 1 else "")
+        group["name"] = min(group["names"])[1] + (f"+{len(group['names']) - 1}" if len(group["names"]) > 1 else "")
         for label in ("validation", "test"):
             scores = list(group["seeds"][label].values())
             group[label] = replicates.summarize(scores) if scores else None

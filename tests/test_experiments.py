@@ -20,7 +20,7 @@ def repo(tmp_path_factory):
     stop_workers(repo, env)
 
 
-ROW = re.compile(r"\S+\s+(\d\.\d{4}|-|failed)\s")  # a row of make compare's table: a name, then validation
+ROW = re.compile(r"\S+\s+(\d+\.\d{2} |-|failed)")  # a row of make compare's table: a name, then validation %
 
 
 def experiments(repo, env) -> dict[str, str]:
@@ -75,17 +75,21 @@ def test_a_declared_architecture_runs_as_an_experiment_and_compares_on_validatio
 
     compare = sh("make", "-s", "-n", "compare", "COMPARE_ARGS=--width 80", cwd=ROOT, env=env)  # what it runs
     table = sh("bash", "-c", compare, cwd=repo, env=env).splitlines()
-    assert table[0].split()[:4] == ["experiment", "validation", "test", "params"]
-    assert all(len(line) <= 80 for line in table), table  # it fits the terminal it is told of
-    declared = next(line.split() for line in table if line.startswith("declared-1 "))
-    assert declared[3] == run["params"]["param_count"]
-    assert abs(float(declared[1]) - run["metrics"]["val/accuracy"]) < 5e-5  # printed to 4 places
+    assert table[0].split()[:7] == ["experiment", "validation", "%", "vs", "best", "test", "%"]
+    assert all(len(line) <= 80 for line in table), [line for line in table if len(line) > 80]  # it fits
+    # the workspace holds declared-1's params: one group, named by the experiment
+    declared = next(line.split() for line in table if line.startswith("declared-1+1 "))
+    assert declared[2:4] == ["(n", "1)"] and declared[8] == run["params"]["param_count"]  # one seed, twice
+    if any(line.startswith("sweep-") for line in table):  # the first test's sweeps: main's recipe at seeds 1, 2
+        pooled = next(line.split() for line in table if line.startswith("sweep-1+2 "))
+        assert pooled[5] == "3)"  # main's seed 0 and theirs: one group of 3 seeds
+    assert abs(float(declared[1]) - run["metrics"]["val/accuracy"] * 100) < 5e-3  # a percentage to 2 places
     rows = [line.split() for line in table[1:] if ROW.match(line)]  # not the notes under the table
     validations = [float(row[1]) for row in rows if row[1] not in ("-", "failed")]
     assert validations == sorted(validations, reverse=True) and len(validations) >= 3  # best validation first
     header, *wide = sh("bash", "-c", compare.replace("--width 80", "--width 1000"), cwd=repo, env=env).splitlines()
-    row = next(line.split() for line in wide if line.startswith("declared-1 "))
-    assert row[header.split().index("model")] == "declared"  # what tells it apart
+    row = next(line.split() for line in wide if line.startswith("declared-1+1 "))
+    assert "model" in header.split() and "declared" in row[9:]  # the train params after the count tell it apart
 
 
 def test_a_workspace_experiment_stays_applied_for_the_next_and_reset_brings_back_the_commit(repo):

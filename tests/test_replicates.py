@@ -112,3 +112,5 @@ def test_the_pipeline_at_three_seeds_writes_three_runs_of_one_group_and_their_su
     assert json.loads((repo / "models/model.json").read_text())["weights_sha256"] == seed_5
     one = json.loads((repo / "metrics/replicates.json").read_text())
     assert one["n"] == 1 and one["spread"] == replicates.NO_SPREAD and one["test_accuracy"]["sd"] is None
+    summaries = [run for run in stored_runs(repo) if run["tags"].get(replicates.ROLE_TAG) == "summary"]
+    assert [run["id"] for run in summaries] == [group["id"]]  # one seed: its run is the group, no summary run

@@ -3,11 +3,13 @@
 Every seed's run carries the group key (`replicates.group`), so the runs table groups
 them (docs/experiments.md). The summary run holds what the table cannot: the mean, sd,
 n and 95% interval of each metric, as `summary/<metric>_<statistic>`; it is found again
-by its seeds' weights, so evaluating the same replicates twice writes it once.
+by its seeds' weights, so evaluating the same replicates twice writes it once. A group of
+one seed gets none: its run is the group (train.replicates: 1 makes one run, as before).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from mnistcnn.params.config import digest
@@ -35,8 +37,11 @@ def score_seed(experiment: str, train: TrainParams, made: Record, card: dict, te
 
 
 def write_summary(experiment: str, train: TrainParams, made: Record, summary: dict[str, Any],
-                  weights: list[str]) -> str:
-    """The group's summary run (found again by its seeds' weights, else written); returns its id."""
+                  weights: list[str]) -> str | None:
+    """The group's summary run (found again by its seeds' weights, else written); returns its id. One
+    seed has no spread to summarise: its own run is the group, and no summary run is written."""
+    if summary["n"] == 1:
+        return None
     experiment_id = store.open_experiment(experiment)
     tags = {replicates.GROUP_TAG: summary["group"], replicates.ROLE_TAG: "summary", SEEDS_TAG: digest(weights)}
     found = records.oldest_run(experiment_id, tags)
@@ -51,5 +56,5 @@ def write_summary(experiment: str, train: TrainParams, made: Record, summary: di
     name = f"{runs.run_name(train).rsplit('-s', 1)[0]}-s{seeds} summary"
     params = {**made.run_params(train), "seeds": seeds}
     tags = {**tags, **{k: v for k, v in made.tags().items() if k != "params.digest"},
-            **({"replicates.spread": replicates.NO_SPREAD} if "spread" in summary else {})}
+            **runs.identity_tags(dict(os.environ))}
     return records.write_run(experiment_id, name, tags, params, points)

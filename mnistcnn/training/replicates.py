@@ -12,6 +12,7 @@ spread, and none is made up: its sd, interval and tests are None.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -66,39 +67,42 @@ def summarize(values: Sequence[float], confidence: float = 0.95) -> Summary:
 
     if not values:
         raise ValueError("no values to summarise")
-    described = stats.describe(values) if len(values) > 1 else None
-    mean = float(described.mean) if described else float(values[0])
-    if described is None:
-        return Summary(1, mean, None, None, None)
-    sd = math.sqrt(described.variance)
-    if sd == 0:
-        return Summary(len(values), mean, 0.0, mean, mean)
+    if len(values) == 1:
+        return Summary(1, float(values[0]), None, None, None)
+    if min(values) == max(values):  # no spread at all (scipy warns of precision loss on it)
+        return Summary(len(values), float(values[0]), 0.0, float(values[0]), float(values[0]))
+    mean, sd = float(stats.tmean(values)), float(stats.tstd(values))  # tstd: the sample sd, n - 1
     low, high = stats.t.interval(confidence, len(values) - 1, loc=mean, scale=stats.sem(values))
     return Summary(len(values), mean, sd, float(low), float(high))
+
+
+def _welch(first: Sequence[float], second: Sequence[float], alternative: str) -> float:
+    """Welch's t-test p-value; where neither side varies, the means decide (0 or 1)."""
+    from scipy import stats
+
+    if min(first) == max(first) and min(second) == max(second):
+        below = sum(first) / len(first) < sum(second) / len(second)
+        differ = sum(first) / len(first) != sum(second) / len(second)
+        return float(not (below if alternative == "less" else differ))
+    with warnings.catch_warnings():  # a side of equal values: scipy warns of precision loss, its variance is 0
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(stats.ttest_ind(first, second, equal_var=False, alternative=alternative).pvalue)
 
 
 def p_lower(candidate: Sequence[float], baseline: Sequence[float]) -> float | None:
     """Welch's one-sided t-test: the p-value of `candidate`'s mean being below `baseline`'s by chance
     alone; None when a side has one value (no spread to test with)."""
-    from scipy import stats
-
     if len(candidate) < 2 or len(baseline) < 2:
         return None
-    if stats.tvar(candidate) == 0 and stats.tvar(baseline) == 0:  # no noise at all: the means decide
-        return 0.0 if sum(candidate) / len(candidate) < sum(baseline) / len(baseline) else 1.0
-    return float(stats.ttest_ind(candidate, baseline, equal_var=False, alternative="less").pvalue)
+    return _welch(candidate, baseline, "less")
 
 
 def p_differ(first: Sequence[float], second: Sequence[float]) -> float | None:
     """Welch's two-sided t-test: the p-value of the two means differing this much by chance alone;
     None when a side has one value."""
-    from scipy import stats
-
     if len(first) < 2 or len(second) < 2:
         return None
-    if stats.tvar(first) == 0 and stats.tvar(second) == 0:
-        return 1.0 if sum(first) / len(first) == sum(second) / len(second) else 0.0
-    return float(stats.ttest_ind(first, second, equal_var=False).pvalue)
+    return _welch(first, second, "two-sided")
 
 
 def summaries(per_seed: dict[int, dict[str, float]], confidence: float = 0.95) -> dict[str, Summary]:
