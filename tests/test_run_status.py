@@ -19,7 +19,8 @@ from mnistcnn.tracking import owner, runs
 from tests.conftest import ROOT, git_commit, make_repo, params_for, sh, tool_env, stored_runs, write_mnist
 
 OUTPUTS = ("models/model.pt", "models/model.json", "metrics/train.json", "metrics/train_history.json",
-           "metrics/val_history.json")
+           "metrics/val_history.json", "models/replicates/seed-0.pt", "models/replicates/seed-0.json")
+FOLDERS = ("models", "models/replicates", "metrics")  # where the train stage writes
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,8 @@ def fresh_copy(workdir, tmp_path):
 def leftovers(folder):
     """Outputs, and temporary files of outputs, in the train stage's folders."""
     found = [path for path in OUTPUTS if (folder / path).exists()]
-    return found + [p.name for d in ("models", "metrics") if (folder / d).exists() for p in (folder / d).iterdir()]
+    return found + [p.name for d in FOLDERS if (folder / d).exists() for p in (folder / d).iterdir()
+                    if not p.is_dir() or p.name != "replicates"]
 
 
 def test_a_stage_that_raises_leaves_its_run_failed_and_writes_nothing(workdir, tmp_path):
@@ -290,7 +292,7 @@ def test_a_full_disk_or_read_only_folder_fails_clearly_and_keeps_the_previous_ou
                             capture_output=True, text=True)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"cannot write ({os.strerror(error)}); the previous outputs are unchanged" in result.stderr
-    assert "models/model.pt" in result.stderr
+    assert "models/replicates" in result.stderr  # every seed's weights are written first
     assert {path: (folder / path).read_bytes() for path in OUTPUTS} == before
     assert sorted(leftovers(folder)) == sorted(OUTPUTS + tuple(Path(p).name for p in OUTPUTS))
     assert stored_runs(folder)[-1]["status"] == "FAILED"
