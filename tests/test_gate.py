@@ -230,3 +230,22 @@ def test_cli_run_exits_with_what_main_returns(returned, code):
     with pytest.raises(SystemExit) as exit_info:
         cli.run(lambda: returned)
     assert exit_info.value.code == code
+
+
+def test_replicates_are_judged_with_their_spread_and_the_report_shows_both_intervals(repo, capsys):
+    """Main committed at three seeds; the change at three: within the noise it passes, beyond it fails."""
+    sh("git", "checkout", "-q", "main", cwd=repo)
+    reproduce(repo, accuracy=0.9921, seeds=[0.9921, 0.9913, 0.9903])
+    three = git_commit(repo, "main at three seeds")
+    sh("git", "checkout", "-q", "feature", cwd=repo)
+    reproduce(repo, accuracy=0.9916, seeds=[0.9916, 0.9908, 0.9900])  # 0.04 pp lower: noise
+    code, out = run_gate(capsys, "--rev", three)
+    assert code == 0, out
+    assert ("| test accuracy vs baseline | 99.12 [98.90, 99.35] (n 3) | 99.08 [98.88, 99.28] (n 3) "
+            "| -0.04 pp (p 0.284) | drop ≤ 0.30 pp, none real (Welch p ≥ 0.05) | pass |") in out
+    assert "| served model's test accuracy (the first seed) | 99.21% | 99.16% | -0.05 pp | — | info |" in out
+    reproduce(repo, accuracy=0.9893, seeds=[0.9893, 0.9889, 0.9896])  # 0.20 pp lower, beyond the noise
+    code, out = run_gate(capsys, "--rev", three)
+    assert code == 1
+    assert ("**FAIL**: mean test accuracy dropped 0.20 pp against the baseline, more than its seeds' noise "
+            "(Welch's t-test p = 0.024 < 0.05).") in out

@@ -95,14 +95,14 @@ def _accuracy_checks(current: Metrics, baseline: Metrics | None, gate: GateParam
                     f"mean ≥ {gate.min_accuracy:.2%}", ours.mean >= gate.min_accuracy,
                     f"mean test accuracy {ours.mean:.2%} is below the minimum {gate.min_accuracy:.2%}")
     rule = f"drop ≤ {gate.max_accuracy_drop:.2f} pp, none real (Welch p ≥ {1 - gate.confidence:.2g})"
-    served = Check(f"served model's test accuracy (seed {'first' if current.seeds else 'only'})",
+    served = Check(f"served model's test accuracy ({'the first seed' if current.seeds else 'one seed'})",
                    f"{baseline.accuracy:.2%}" if baseline else "—", f"{current.accuracy:.2%}",
-                   f"{(current.accuracy - baseline.accuracy) * 100:+.2f} pp" if baseline else "—", "—", None)
+                   _pp((current.accuracy - baseline.accuracy) * 100) if baseline else "—", "—", None)
     if baseline is None:
         return [minimum, Check("test accuracy vs baseline", "—", ours.interval_text(), "—", rule, None), served]
     judged = spread.judge(current.accuracies, baseline.accuracies, gate)
     regression = Check("test accuracy vs baseline", base_cell, ours.interval_text(),
-                       f"{-judged.drop_pp:+.2f} pp ({judged.p_text})", rule, not judged.failed, judged.reason)
+                       f"{_pp(-judged.drop_pp)} ({judged.p_text})", rule, not judged.failed, judged.reason)
     return [minimum, regression, served]
 
 
@@ -138,10 +138,15 @@ def judge(current: Metrics, baseline: Metrics | None, gate: GateParams, notes=()
 def _against(current: Metrics, baseline: Metrics, gate: GateParams) -> str:
     judged = spread.judge(current.accuracies, baseline.accuracies, gate)
     noise = "one seed on a side: no spread to test" if judged.p is None else \
-        f"Welch's t-test p = {judged.p:.3f}, a real drop below {judged.alpha:g}"
+        f"Welch's t-test p = {judged.p:.3f}; a drop is real at p < {judged.alpha:g}"
     seeds = f"{judged.baseline.n} seed{'s' if judged.baseline.n > 1 else ''}"
-    return (f"{-judged.drop_pp:+.2f} pp against the baseline's mean over {seeds} "
+    return (f"{_pp(-judged.drop_pp)} against the baseline's mean over {seeds} "
             f"({noise}; allowed drop {gate.max_accuracy_drop:.2f} pp)")
+
+
+def _pp(delta: float) -> str:
+    """A difference in percentage points, signed; one that rounds to zero as +0.00, never -0.00."""
+    return f"{round(delta, 2) + 0.0:+.2f} pp"
 
 
 def stale(changes: list[str]) -> Verdict:
