@@ -178,8 +178,8 @@ def _legend(pooled: list[dict[str, Any]], ordered: list[dict[str, Any]], budget:
     marks = {_versus(g, ordered[0]) for g in ordered}
     lines = []
     if marks & {"≈", "worse"}:
-        lines.append(f"vs best: ≈ within the seeds' noise of the best's validation accuracy, worse beyond it "
-                     f"(Welch's two-sided t-test, p < {ALPHA} is worse)")
+        lines.append(f"vs best: ≈ within the seeds' noise of the best, worse beyond (Welch's t-test, "
+                     f"validation, p < {ALPHA})")
     if "?" in marks:
         lines.append("?: one seed on a side, no spread to test (train.replicates: 2 or more)")
     if any(len(g["names"]) > 1 for g in pooled):

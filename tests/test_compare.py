@@ -119,5 +119,5 @@ def test_a_group_is_one_row_of_mean_sd_and_n_and_its_difference_from_the_best_is
     assert rows["more-seeds+1"].split()[1:7] == [f"{mean:.2f}", "±", f"{sd:.2f}", "(n", "6)", "best"]
     assert rows["close"].split()[6] == "≈" and rows["slow"].split()[6] == "worse"
     assert rows["one"].split()[1:5] == ["98.69", "(n", "1)", "?"]
-    assert "Welch's two-sided t-test, p < 0.05 is worse" in lines[5]
+    assert lines[5] == "vs best: ≈ within the seeds' noise of the best, worse beyond (Welch's t-test, validation, p < 0.05)"
     assert any(line.startswith("+k: pooled with k more rows") for line in lines)
