@@ -19,7 +19,7 @@ COMPARE_ARGS ?=
 # DVC runs each stage's `python -m stages.X` through the shell: put the venv first.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro check-repro test test-fast test-cpus qemu gate promote serve reset exp compare budget search bench bench-e2e bench-search bench-serve bench-kernels bench-speedup ui browser plots-lib server server-stop push pull lock clean
+.PHONY: install repro check-repro test test-fast test-cpus qemu gate promote serve reset exp compare budget search bench bench-e2e bench-search bench-serve bench-kernels bench-speedup bench-gate ui browser plots-lib server server-stop push pull lock clean
 
 install: $(STAMP) plots-lib
 
@@ -118,6 +118,11 @@ bench-kernels: install  # what the portable CPU code paths cost against native o
 BEFORE ?= b094a21
 bench-speedup: install
 	python -m benchmarks.speedup --before $(BEFORE)
+
+# How often the gate fails a change that does nothing, and catches a 0.25-pp regression (after make repro):
+# 123 trainings of the default, about 25 minutes on 2 cores; kept seed by seed in benchmarks/gate_rates.jsonl
+bench-gate: install
+	python -m benchmarks.gate_rates quick25k --set lr=0.0035
 
 # Experiments side by side, in a table that fits the terminal: validation accuracy (choose on it),
 # the test's and the parameter count, best validation first, then the train params that differ.
