@@ -126,14 +126,14 @@ def test_the_gate_judges_what_evaluate_wrote_and_refuses_metrics_edited_by_hand(
     code, report = gate(repo, env)
     assert code == 0, report
     assert report.startswith("## Metrics gate: PASS")
-    assert f"| test accuracy | {accuracy:.2%} | {accuracy:.2%} | +0.00 pp |" in report
+    assert f"| served model's test accuracy (the first seed) | {accuracy:.2%} | {accuracy:.2%} | +0.00 pp |" in report
     assert "Parameter count: 8,890 of a 25,000 budget" in report
     assert (repo / "gate_report.md").read_text() == report
 
     try:  # a better number typed into the metrics file is not what evaluate wrote: stale, not judged
         metrics_path.write_text(json.dumps({**json.loads(written), "accuracy": 1.0}))
         code, report = gate(repo, env)
-        assert code == 1 and "the metrics are stale" in report and "| test accuracy |" not in report
+        assert code == 1 and "the metrics are stale" in report and "| metric |" not in report
     finally:
         metrics_path.write_text(written)
 
