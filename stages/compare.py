@@ -152,7 +152,7 @@ def table(found: list[dict[str, Any]], width: int, budget: int | None = None) ->
     best = ordered[0] if ordered and ordered[0]["validation"] is not None else None
     columns = [["experiment", *(g["name"] for g in ordered)],
                ["validation %", *(_spread(g["validation"], g["failed"]) for g in ordered)],
-               ["vs best", *(_versus(g, best) for g in ordered)],
+               ["vs best", *(versus := [_versus(g, best) for g in ordered])],
                ["test %", *(_spread(g["test"], False) for g in ordered)],
                ["params", *(_metric(g["params"], budget) for g in ordered)]]
     keys = sorted({k for g in pooled for k in g["train"]} - ({"replicates"} if len(pooled) > 1 else set()))
@@ -169,13 +169,12 @@ def table(found: list[dict[str, Any]], width: int, budget: int | None = None) ->
     if left_out:
         wider = max(map(len, _lay_out(columns + [c for c in differ if c[0] in left_out])))
         lines.append(f"not shown: {', '.join(left_out)} (COMPARE_ARGS=--width={wider} shows them)")
-    lines += _legend(pooled, ordered, budget)
+    lines += _legend(pooled, set(versus), budget)
     return "\n".join(line if len(line) <= width else line[: width - 1] + "…" for line in lines)
 
 
-def _legend(pooled: list[dict[str, Any]], ordered: list[dict[str, Any]], budget: int | None) -> list[str]:
-    """What the marks in the table mean, those that appear."""
-    marks = {_versus(g, ordered[0]) for g in ordered}
+def _legend(pooled: list[dict[str, Any]], marks: set[str], budget: int | None) -> list[str]:
+    """What the marks in the table mean, those that appear (`marks`: the vs-best column's)."""
     lines = []
     if marks & {"≈", "worse"}:
         lines.append(f"vs best: ≈ within the seeds' noise of the best, worse beyond (Welch's t-test, "
