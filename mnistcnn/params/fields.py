@@ -29,6 +29,9 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+MAX_REPLICATES = 32  # seeds a train section (or a raced trial) runs at: 32 of the default take about 8 minutes
+
+
 def choice(names: tuple[str, ...]) -> Any:
     return Annotated[Literal[names], Field(description="one of " + ", ".join(names))]
 

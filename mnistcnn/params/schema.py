@@ -12,12 +12,12 @@ from typing import Annotated
 from pydantic import Field, model_validator
 
 from mnistcnn.model.arch import DECLARED, NAMED, Arch, resolve
-from mnistcnn.params.fields import (DEVICES, KERNEL_MODES, OPTIMIZERS, SCHEDULES, Alias, FileName, FilePath,
-                                    ModelName, Positive, Section, Text, choice, integer, number, overlapping)
-from mnistcnn.params.search_section import HeartbeatParams, PrunerParams, SearchParams  # noqa: F401 (re-exported)
+from mnistcnn.params.fields import (DEVICES, KERNEL_MODES, MAX_REPLICATES, OPTIMIZERS, SCHEDULES, Alias, FileName,
+                                    FilePath, ModelName, Positive, Section, Text, choice, integer, number, overlapping)
+from mnistcnn.params.search_section import (HeartbeatParams, PrunerParams, RaceParams,  # noqa: F401 (re-exported)
+                                            SearchParams)
 
 MODELS = (*NAMED, DECLARED)
-MAX_REPLICATES = 32  # seeds a train section runs at: 32 of the default take about 8 minutes on 2 cores
 
 
 class DataFile(Section):

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from mnistcnn.params.fields import PRUNERS, Section, choice, integer
+from mnistcnn.params.fields import MAX_REPLICATES, PRUNERS, Section, choice, integer
 
 
 class PrunerParams(Section):
@@ -34,6 +34,14 @@ class HeartbeatParams(Section):
         return self.interval * self.missed
 
 
+class RaceParams(Section):
+    """Winners confirmed on seeds: a trial that completes the epoch budget among the best few so far is
+    trained again at more seeds, and its value is the mean validation accuracy over them."""
+
+    seeds: integer(1, MAX_REPLICATES)  # a survivor's seeds, train.seed first (1: no racing)
+    survivors: integer(1)  # a complete trial races when its first seed ranks among this many best
+
+
 class SearchParams(Section):
     """`make search` (stages/search.py): an Optuna study over train keys; no stage depends on it."""
 
@@ -44,8 +52,10 @@ class SearchParams(Section):
     base: Annotated[str | None, Field(description="null (params.yaml's train section) or a recipe name")]
     epochs: integer(1)  # the epoch budget: every trial trains this many
     max_params: integer(1)  # the parameter budget: a bigger trial is refused before training
+    fit: bool  # a proposal over the budget has its blocks' channels scaled down by one factor until it fits
     scorings_per_epoch: integer(1)  # validation scorings an epoch, each reported to the pruner
     pruner: PrunerParams
+    race: RaceParams
     heartbeat: HeartbeatParams
     # train keys, each a range {low, high} or {choices: [...]}: read by the search (mnistcnn/search/space.py)
     space: Annotated[dict[str, Any], Field(min_length=1, description="a mapping of train keys to ranges "
