@@ -27,7 +27,8 @@ QUEUE_TIMEOUT = 300  # seconds; two synthetic experiments take well under a minu
 # Over cnn9k's declaration (params_for's model): 16 steps an epoch, scored 4 times; channels up to
 # 32 a block go over 9,000 parameters, low rates fall behind at the first scoring and are pruned.
 SEARCH = {
-    "study": "s", "trials": 8, "seed": 0, "base": None, "epochs": 1, "max_params": 9000, "scorings_per_epoch": 4,
+    "study": "s", "trials": 8, "seed": 0, "base": None, "epochs": 1, "max_params": 9000, "fit": False,
+    "scorings_per_epoch": 4, "race": {"seeds": 2, "survivors": 2},
     "pruner": {"kind": "halving", "min_scorings": 1, "reduction": 2, "startup_trials": 0},
     "heartbeat": {"interval": 1, "missed": 3, "retries": 1},
     "space": {"lr": {"low": 0.0001, "high": 0.05, "log": True},

@@ -3,12 +3,14 @@
 Every trial is a training run (mnistcnn.search.objective). The study lives in a storage
 (mnistcnn.search.studies) every worker joins; it holds the digest of its search and train
 sections, so a second run of it with another space is refused rather than mixed in. The
-winner is the complete trial of highest validation accuracy: the test images are never read.
+winner is the complete trial of highest mean validation accuracy over the most seeds (the race's
+survivors): the test images are never read.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -96,6 +98,33 @@ class Space:
     def section(self, values: dict) -> dict:
         return space.apply(self.base, values)
 
+    def fit(self, section: dict, budget: int) -> dict | None:
+        """`section` as it is where it is within `budget` parameters; else with every block's channels
+        scaled down by the one largest factor that fits (each rounded to the space's channel grid, not
+        below its low end: the shape is kept); None where even the narrowest is over."""
+        blocks = section["arch"]["blocks"]
+        leaf = self.leaves.get("arch.blocks.channels")
+        low, step = (leaf.low, leaf.step or 1) if isinstance(leaf, space.Range) and leaf.integer else (1, 1)
+
+        def scaled(factor: float) -> dict:
+            narrower = [{**block, "channels": max(min(block["channels"], low),
+                                                  low + step * math.floor((block["channels"] * factor - low) / step + 0.5))}
+                        for block in blocks]
+            return {**section, "arch": {**section["arch"], "blocks": narrower}}
+
+        def fits(candidate: dict) -> bool:
+            return arch.count_parameters(arch.Arch.model_validate(candidate["arch"])) <= budget
+
+        if fits(section):
+            return section
+        if not fits(scaled(0.0)):
+            return None
+        inside, outside = 0.0, 1.0  # the widths are steps of the factor: 30 halvings find the last that fits
+        for _ in range(30):
+            middle = (inside + outside) / 2
+            inside, outside = (middle, outside) if fits(scaled(middle)) else (inside, middle)
+        return scaled(inside)
+
 
 def check(params: Params, params_path: Path) -> Space:
     """The space over its starting train section, checked before any trial: every end and choice
@@ -127,7 +156,16 @@ def check(params: Params, params_path: Path) -> Space:
                       "search.space: no combination of its ends and choices builds an architecture")
 
 
+def seeds(trial: optuna.trial.FrozenTrial) -> int:
+    """The seeds a complete trial was trained at: more than one where it survived the race."""
+    return len(trial.user_attrs.get("seed_accuracies") or [None])
+
+
 def best(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    """The complete trial of highest final validation accuracy (the first, on a tie), or None."""
+    """The winner, or None: of the complete trials raced at the most seeds, the one of highest mean
+    validation accuracy (the first, on a tie). A single seed's luck cannot beat a raced mean."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return max(complete, key=lambda t: (t.value, -t.number)) if complete else None
+    if not complete:
+        return None
+    most = max(seeds(t) for t in complete)
+    return max((t for t in complete if seeds(t) == most), key=lambda t: (t.value, -t.number))

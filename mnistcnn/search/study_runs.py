@@ -60,13 +60,21 @@ def log_trial(experiment: str, parent: str, study: str, trial: optuna.trial.Froz
     end = int(trial.datetime_complete.timestamp() * 1000) if trial.datetime_complete else None
     run_tags = {STUDY_TAG: study, ROLE_TAG: "trial", "trial.number": trial.number, "trial.state": state,
                 "trial.worker": attrs.get("worker", "unknown"), **runs.identity_tags(dict(os.environ)), **tags,
-                **{k: v for k, v in attrs.items() if k.startswith(("arch.", "params.", "dataset."))}}
+                **{k: v for k, v in attrs.items() if k.startswith(("arch.", "params.", "dataset.", "replicates."))}}
+    seeds = attrs.get("seed_accuracies") or []
+    if seeds:
+        run_tags["trial.seeds"] = len(seeds)
+    if attrs.get("fitted"):
+        run_tags["trial.fitted"] = attrs["fitted"]  # the channels drawn -> those trained, to fit the budget
     if attrs.get("error"):
         run_tags["trial.error"] = attrs["error"][:5000]
     params = {**attrs.get("train", {}), "param_count": attrs.get("param_count"), "macs": attrs.get("macs")}
     points = [(f"val/{key}", row[key], row["step"]) for row in attrs.get("val_curve", []) for key in ("accuracy", "loss")]
     points += [(f"train/{key}", row[key], row["step"]) for row in attrs.get("history", []) for key in ("loss", "accuracy")]
     points.append(("trial/epochs_trained", attrs.get("epochs_trained", 0.0), 0))
+    points += [("seeds/val_accuracy", accuracy, seed) for seed, accuracy in seeds]  # the race's, step = seed
+    if trial.value is not None:
+        points.append(("trial/value", trial.value, 0))  # what the winner is chosen on: the mean over its seeds
     return records.write_run(records.experiment_of(parent), f"{study}-{trial.number}", run_tags, params, points,
                              start, end, "FAILED" if trial.state == TrialState.FAIL else "FINISHED", parent=parent)
 
