@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import yaml
+from optuna.trial import TrialState
 
 # torch and MLflow (mnist, reproducible, study_runs, tracking) are imported once the params and the
 # storage are checked: seconds on a busy machine, and a storage that does not answer fails first.
@@ -87,7 +88,7 @@ def write_recipe(path: Path, study: str, best, storage: str) -> None:
 def report(trial, started: float) -> str:
     from mnistcnn.search import study_runs  # noqa: PLC0415
     outcome = study_runs.outcome(trial)
-    value = chosen_on(trial) if trial.value is not None else ""
+    value = chosen_on(trial) if trial.state == TrialState.COMPLETE else ""  # a pruned trial's value: its last report
     curve = trial.user_attrs.get("val_curve") or [{}]
     if not value and "accuracy" in curve[-1]:
         value = f"validation accuracy {curve[-1]['accuracy']:.4f} at epoch {curve[-1]['epoch']:.2f}"
