@@ -15,11 +15,12 @@ GATE_ARGS ?=
 RECIPE ?= quick25k
 EXP_ARGS ?=
 COMPARE_ARGS ?=
+FRONTIER_ARGS ?=
 
 # DVC runs each stage's `python -m stages.X` through the shell: put the venv first.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro check-repro test test-fast test-cpus qemu gate promote serve reset exp compare budget search bench bench-e2e bench-search bench-serve bench-kernels bench-speedup bench-gate ui browser plots-lib server server-stop push pull lock clean
+.PHONY: install repro check-repro test test-fast test-cpus qemu gate promote serve reset exp compare frontier budget search bench bench-e2e bench-search bench-serve bench-kernels bench-speedup bench-gate ui browser plots-lib server server-stop push pull lock clean
 
 install: $(STAMP) plots-lib
 
@@ -129,6 +130,11 @@ bench-gate: install
 # COMPARE_ARGS go to `dvc exp show` (-A: every commit's); `dvc exp show` itself shows everything.
 compare: install
 	python -m stages.compare $(COMPARE_ARGS)
+
+# The accuracy-vs-parameters front of every run and complete trial in the MLflow store, pooled by group
+# (docs/search.md#the-frontier): FRONTIER_ARGS="[--under 25000] [--max-epochs 1] [--figure PATH]"
+frontier: install
+	python -m stages.frontier $(FRONTIER_ARGS)
 
 # The parameter count and multiply-adds of params.yaml's model, against gate.max_params, without
 # training (exit 1 when over): make budget BUDGET_ARGS="-S train.model=declared -S 'train.arch.blocks=[...]'"
