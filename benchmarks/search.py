@@ -31,6 +31,7 @@ import optuna
 import yaml
 
 from mnistcnn.params import config
+from mnistcnn.search.search import trial_epochs
 from mnistcnn.training.engine import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,12 +73,12 @@ def storage(folder: Path) -> str:
 
 def study_record(folder: Path, name: str, seconds: float) -> dict:
     trials = optuna.load_study(study_name=name, storage=storage(folder)).trials
-    epochs = [t.user_attrs.get("epochs_trained", 0.0) for t in trials]
+    epochs = [trial_epochs(t) for t in trials]
     gaps = []
     for worker in {t.user_attrs.get("worker") for t in trials}:
         own = sorted((t for t in trials if t.user_attrs.get("worker") == worker), key=lambda t: t.datetime_start)
         gaps += [(b.datetime_start - a.datetime_complete).total_seconds() for a, b in zip(own, own[1:])]
-    complete = [t.value for t in trials if t.value is not None]
+    complete = [t.value for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     return {"trials": len(trials), "wall_seconds": round(seconds, 1), "trial_epochs": round(sum(epochs), 2),
             "trials_per_minute": round(60 * len(trials) / seconds, 2),
             "outcomes": {o: sum((t.user_attrs.get("outcome") or t.state.name.lower()) == o for t in trials)

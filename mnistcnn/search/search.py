@@ -161,6 +161,12 @@ def seeds(trial: optuna.trial.FrozenTrial) -> int:
     return len(trial.user_attrs.get("seed_accuracies") or [None])
 
 
+def trial_epochs(trial: optuna.trial.FrozenTrial) -> float:
+    """The epochs a trial trained, its raced seeds' included (an over-budget trial trains none)."""
+    first = trial.user_attrs.get("epochs_trained", 0.0)
+    return first + (seeds(trial) - 1) * (trial.user_attrs.get("train") or {}).get("epochs", 0)
+
+
 def best(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     """The winner, or None: of the complete trials raced at the most seeds, the one of highest mean
     validation accuracy (the first, on a tie). A single seed's luck cannot beat a raced mean."""
