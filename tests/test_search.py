@@ -76,6 +76,7 @@ def checked(tmp_path, **changes):
     return params, search.check(params, path)
 
 
+@pytest.mark.unit
 def test_a_proposal_over_the_budget_is_scaled_down_to_fit_on_the_channel_grid_its_shape_kept(tmp_path):
     params, trials = checked(tmp_path, max_params=6000)
     wide = trials.section({f"arch.blocks[{i}].channels": width for i, width in enumerate([32, 8, 24])})
