@@ -2,13 +2,14 @@
 
     python -m stages.search [--trials N] [--study NAME] [--storage URL] [-S key=value ...]
 
-`make search SEARCH_ARGS="..."`. Each trial trains as the train stage does, on the
-training images less the held-out ones, reports its validation accuracy at every
-scoring (the pruner stops the hopeless), and is logged as a child run of the study's
-run in the `<experiment>-search` MLflow experiment. Without --storage ($SEARCH_STORAGE)
+`make search SEARCH_ARGS="..."`. Each trial is fitted to the parameter budget (or, still
+over it, never trained), trains as the train stage does, on the training images less the
+held-out ones, reports its validation accuracy at every scoring (the pruner stops the
+hopeless), goes on to more seeds while it ranks among the best (search.race), and is
+logged as a child run of the study's run in the `<experiment>-search` MLflow experiment. Without --storage ($SEARCH_STORAGE)
 the study lives in studies/optuna.db; with the URL `make server` prints, every worker
 on every machine joins the same study. Run it again to continue a study. At the end
-the best trial's train section is written to recipes/<study>.yaml: `make exp
+the winner (the best mean over the most seeds) is written to recipes/<study>.yaml: `make exp
 RECIPE=<study>` runs it through the pipeline, where evaluate scores the test set once.
 """
 
