@@ -6,11 +6,12 @@
 over it, never trained), trains as the train stage does, on the training images less the
 held-out ones, reports its validation accuracy at every scoring (the pruner stops the
 hopeless), goes on to more seeds while it ranks among the best (search.race), and is
-logged as a child run of the study's run in the `<experiment>-search` MLflow experiment. Without --storage ($SEARCH_STORAGE)
-the study lives in studies/optuna.db; with the URL `make server` prints, every worker
-on every machine joins the same study. Run it again to continue a study. At the end
-the winner (the best mean over the most seeds) is written to recipes/<study>.yaml: `make exp
-RECIPE=<study>` runs it through the pipeline, where evaluate scores the test set once.
+logged as a child run of the study's run in the `<experiment>-search` MLflow experiment.
+Without --storage ($SEARCH_STORAGE) the study lives in studies/optuna.db; with the URL
+`make server` prints, every worker on every machine joins the same study. Run it again
+to continue a study. At the end the winner (the best mean over the most seeds) is written
+to recipes/<study>.yaml: `make exp RECIPE=<study>` runs it through the pipeline, where
+evaluate scores the test set once.
 """
 
 from __future__ import annotations
