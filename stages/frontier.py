@@ -61,7 +61,8 @@ def _left_out(reasons: Counter[str]) -> str:
 
 
 def draw(points: list[Point], on_front: list[Point], under: int | None):
-    """Every point faint, the front as a step line with the seeds' sd, its test means beside it."""
+    """Every point faint, the front as a step line with the seeds' sd, its test means beside it; where
+    runs of several epoch budgets mix, each budget's own front dotted."""
     from matplotlib import ticker  # noqa: PLC0415 (only here: drawing is this stage's last step)
     from matplotlib.figure import Figure  # noqa: PLC0415 (Agg, files only; no pyplot, no display)
 
@@ -73,6 +74,11 @@ def draw(points: list[Point], on_front: list[Point], under: int | None):
     axes.set_xlim(low, high)
     axes.scatter([p.params for p in points], [p.validation.mean * 100 for p in points], s=14, color="0.55",
                  alpha=0.35, label=f"every group ({len(points)}), validation")
+    budgets = sorted({p.epochs for p in points})
+    for colour, epochs in enumerate(budgets if len(budgets) > 1 else []):  # the front of each epoch budget
+        own = frontier.front([p for p in points if p.epochs == epochs])
+        axes.step([p.params for p in own], [p.validation.mean * 100 for p in own], where="post", linewidth=0.9,
+                  linestyle=":", color=f"C{colour + 2}", label=f"front of the {epochs}-epoch runs alone")
     xs, ys = [p.params for p in on_front], [p.validation.mean * 100 for p in on_front]
     axes.step(xs, ys, where="post", color="C0", linewidth=1.2)
     axes.errorbar(xs, ys, yerr=[(p.validation.sd or 0) * 100 for p in on_front], fmt="o", color="C0", capsize=3,

@@ -130,8 +130,9 @@ def runs(records: list[dict[str, Any]], held_out: tuple[int, int],
 
 def pool(found: list[Run]) -> list[Point]:
     """One point per group, in order of first appearance: each seed's score once (the same seed of a
-    group trains the same bits; the first run seen keeps it), named by its first pipeline run, else
-    its first trial."""
+    group trains the same bits; the first run seen keeps it), named by its first pipeline run of a
+    named model (quick25k-e1), else its first trial (moon8k trial 19: where a declared one came from),
+    else its first run."""
     groups: dict[str, list[Run]] = {}
     for run in found:
         groups.setdefault(run.group, []).append(run)
@@ -142,7 +143,8 @@ def pool(found: list[Run]) -> list[Point]:
             for label, scores in (("validation", run.validation), ("test", run.test)):
                 for seed, value in scores.items():
                     seeds[label].setdefault(seed, value)
-        first = next((run for run in members if run.source == PIPELINE), members[0])
+        named = [run for run in members if run.source == PIPELINE and not run.name.startswith("declared-")]
+        first = (named or [run for run in members if run.source != PIPELINE] or members)[0]
         seeds = {label: dict(sorted(scores.items())) for label, scores in seeds.items()}
         points.append(Point(key, first.name, tuple(dict.fromkeys(run.source for run in members)), first.params,
                             first.epochs, len(members), replicates.summarize(list(seeds["validation"].values())),
