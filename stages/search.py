@@ -63,11 +63,11 @@ def load_data(params, device) -> objective.Data:
 
 def chosen_on(trial) -> str:
     """`validation accuracy 0.9901 ± 0.0004 (n 3, seeds 0-2)`: what a complete trial was chosen on."""
-    accuracies = [accuracy for _, accuracy in trial.user_attrs.get("seed_accuracies") or [[0, trial.value]]]
-    if len(accuracies) == 1:
+    if search.seeds(trial) == 1:
         return f"validation accuracy {trial.value:.4f} (one seed)"
     from mnistcnn.training import replicates  # noqa: PLC0415
-    summary, first = replicates.summarize(accuracies), trial.user_attrs["seed_accuracies"][0][0]
+    seeds = trial.user_attrs["seed_accuracies"]
+    summary, first = replicates.summarize([accuracy for _, accuracy in seeds]), seeds[0][0]
     return (f"validation accuracy {summary.mean:.4f} ± {summary.sd:.4f} "
             f"(n {summary.n}, seeds {first}-{first + summary.n - 1})")
 

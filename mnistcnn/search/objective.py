@@ -62,15 +62,14 @@ def propose(trial: optuna.Trial, trials: Space, search: SearchParams, dataset_di
     from mnistcnn.training import record  # noqa: PLC0415 (torch: seconds to import)
 
     trial.set_user_attr("worker", WORKER)
-    values = suggest(trial, trials.named)
-    section = trials.section(values)
+    section = trials.section(suggest(trial, trials.named))
     trial.set_user_attr("train", section)
     try:
         config.parse_train(section)  # a combination that cannot be built fails the trial here
         fitted = trials.fit(section, search.max_params) if search.fit else None
         if fitted is not None and fitted != section:
+            trial.set_user_attr("fitted", fitted_from(section, fitted))
             section = fitted
-            trial.set_user_attr("fitted", fitted_from(trials.section(values), fitted))
             trial.set_user_attr("train", section)
         train = config.parse_train(section)
     except ParamsError as err:
