@@ -27,12 +27,18 @@ def base_params(**changes) -> dict:
     return with_search(params_for(digests, ["http://127.0.0.1:9/"]), **changes)
 
 
-def refusal(tmp_path, **changes) -> str:
-    """The one-line error of a search section with `changes`, raised before any trial."""
+def checked(tmp_path, **changes):
+    """The params of a search section with `changes`, and its space as the search checks it."""
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(base_params(**changes)))
+    params = config.load(path)
+    return params, search.check(params, path)
+
+
+def refusal(tmp_path, **changes) -> str:
+    """The one-line error of a search section with `changes`, raised before any trial."""
     with pytest.raises(config.ParamsError) as caught:
-        search.check(config.load(path), path)
+        checked(tmp_path, **changes)
     assert "\n" not in str(caught.value)
     return str(caught.value)
 
@@ -67,13 +73,6 @@ def test_a_trials_values_land_on_each_block_and_the_budget_is_checked_over_the_c
     assert section["lr"] == 0.01 and section["arch"]["blocks"][2]["channels"] == 7
     assert section["arch"]["head"]["pool"] == "avg" and base["arch"]["blocks"][2]["channels"] == 40  # a copy
     assert len(list(space.corners(named))) == 2 * 2**4  # lr's two ends, each block's two, one choice
-
-
-def checked(tmp_path, **changes):
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(base_params(**changes)))
-    params = config.load(path)
-    return params, search.check(params, path)
 
 
 @pytest.mark.unit
