@@ -9,6 +9,8 @@ STAMP := $(VENV)/.installed
 MLFLOW_PORT ?= 5000
 SERVER_PORT ?= 5001
 SERVER_DIR ?= server
+SERVER_HOST ?= 127.0.0.1
+ALLOWED_HOSTS ?=
 SERVE_PORT ?= 5002
 STUDY_PORT ?= 5003
 GATE_ARGS ?=
@@ -161,9 +163,11 @@ browser:
 # The team's MLflow tracking server on PostgreSQL (mnistcnn/team/tracking_server.py), its data in $(SERVER_DIR)/;
 # then MLFLOW_TRACKING_URI=http://127.0.0.1:$(SERVER_PORT) sends every stage's run there, and the
 # SEARCH_STORAGE in $(SERVER_DIR)/search_storage.url (PostgreSQL on port $(STUDY_PORT), with its password;
-# mode 0600, never printed) joins workers to a study.
+# mode 0600, never printed) joins workers to a study. For other machines (docs/team.md): SERVER_HOST=<its
+# address> ALLOWED_HOSTS=<the names and address:port clients use>; both servers then speak TLS only.
 server: install
-	python -m stages.tracking_server start --folder $(SERVER_DIR) --port $(SERVER_PORT) --study-port $(STUDY_PORT)
+	python -m stages.tracking_server start --folder $(SERVER_DIR) --host $(SERVER_HOST) --port $(SERVER_PORT) \
+	  --study-port $(STUDY_PORT) $(if $(ALLOWED_HOSTS),--allowed-hosts $(ALLOWED_HOSTS))
 
 server-stop: install
 	python -m stages.tracking_server stop --folder $(SERVER_DIR)

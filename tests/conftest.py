@@ -109,8 +109,9 @@ def mnist_dir(tmp_path) -> tuple[Path, dict[str, str]]:
 # to a worker, so a module's fixtures are built once), in this order (--no-loadscope-reorder:
 # xdist would otherwise start the modules with the most tests first); starting the longest first
 # lets the workers finish together.
-SLOWEST_MODULES = ("test_run_status", "test_promote", "test_remote", "test_experiments", "test_search",
-                   "test_pipeline", "test_search_workers", "test_server", "test_server_queue", "test_access",
+SLOWEST_MODULES = ("test_run_status", "test_promote", "test_remote", "test_ssh_remote",
+                   "test_experiments", "test_search",
+                   "test_pipeline", "test_team_hosts", "test_server", "test_server_queue", "test_access",
                    "test_validation", "test_serving", "test_dependencies", "test_postgres", "test_bench",
                    "test_reproducible", "test_server_down", "test_gate", "test_ui")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import ssl
 import subprocess
 import time
 import urllib.parse
@@ -106,7 +107,8 @@ def rest(url: str, endpoint: str, body: dict | None = None, **query) -> dict:
     secret = base64.b64encode(f"{admin['MLFLOW_TRACKING_USERNAME']}:{admin['MLFLOW_TRACKING_PASSWORD']}".encode())
     request = urllib.request.Request(address, data=data, headers={"Content-Type": "application/json",
                                                                   "Authorization": f"Basic {secret.decode()}"})
-    with urllib.request.urlopen(request, timeout=30) as response:
+    trusted = ssl.create_default_context(cafile=os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or None)
+    with urllib.request.urlopen(request, timeout=30, context=trusted if url.startswith("https") else None) as response:
         return json.load(response)
 
 

@@ -67,8 +67,15 @@ def open_storage(url: str, heartbeat: HeartbeatParams,
             if attempt < 2 and _creating(err):
                 time.sleep(1)  # another worker was creating Optuna's tables in this new storage: now they are
                 continue
-            raise SearchError(f"cannot open the study storage {redact(url)}: {reason}") from None
+            raise SearchError(f"cannot open the study storage {redact(url)}: {reason}{_certificate_hint(reason)}") from None
     raise AssertionError("unreachable")
+
+
+def _certificate_hint(reason: str) -> str:
+    """What to set, when libpq could not verify the team server's certificate (sslmode=verify-full)."""
+    if "root certificate" not in reason and "certificate verify failed" not in reason:
+        return ""
+    return "; set PGSSLROOTCERT to the team server's CA certificate (tls/ca.crt in its folder)"
 
 
 def _creating(error: Exception) -> bool:

@@ -74,11 +74,17 @@ def server_env(folder: Path, database_uri: str) -> dict[str, str]:
             "MLFLOW_FLASK_SERVER_SECRET_KEY": private_file(folder / FILES["flask"])}
 
 
+def trusted(verify: str | bool | None = None) -> str | bool:
+    """What a request checks the server's certificate against: `verify`, else the CA that MLflow's
+    client trusts ($MLFLOW_TRACKING_SERVER_CERT_PATH), else the system's."""
+    return verify if verify is not None else os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or True
+
+
 def _call(url: str, admin: tuple[str, str], method: str, endpoint: str, body: dict | None = None,
-          exists_ok: bool = False) -> dict:
+          exists_ok: bool = False, verify: str | bool | None = None) -> dict:
     """One admin request to the server's REST API; AccessError unless it succeeds (or, with
     `exists_ok`, the thing already exists)."""
-    response = requests.request(method, f"{url}/api/{endpoint}", auth=admin, timeout=TIMEOUT,
+    response = requests.request(method, f"{url}/api/{endpoint}", auth=admin, timeout=TIMEOUT, verify=trusted(verify),
                                 **({"params": body} if method == "GET" else {"json": body}))
     if response.ok:
         return response.json() if response.content else {}
@@ -91,41 +97,44 @@ def _call(url: str, admin: tuple[str, str], method: str, endpoint: str, body: di
     raise AccessError(f"{method} {endpoint} answered HTTP {response.status_code}: {error.get('message')}")
 
 
-def grant(url: str, admin: tuple[str, str], user: str, kind: str, name: str, permission: str) -> None:
-    _call(url, admin, "POST", "3.0/mlflow/users/permissions/grant", exists_ok=True,
+def grant(url: str, admin: tuple[str, str], user: str, kind: str, name: str, permission: str,
+          verify: str | bool | None = None) -> None:
+    _call(url, admin, "POST", "3.0/mlflow/users/permissions/grant", exists_ok=True, verify=verify,
           body={"username": user, "resource_type": kind, "resource_id": name, "permission": permission})
 
 
-def create_user(url: str, admin: tuple[str, str], user: str, password: str) -> bool:
+def create_user(url: str, admin: tuple[str, str], user: str, password: str, verify: str | bool | None = None) -> bool:
     """Create `user` unless it exists; True when it was created."""
-    found = requests.get(f"{url}/api/2.0/mlflow/users/get", params={"username": user}, auth=admin, timeout=TIMEOUT)
+    found = requests.get(f"{url}/api/2.0/mlflow/users/get", params={"username": user}, auth=admin, timeout=TIMEOUT,
+                         verify=trusted(verify))
     if found.ok:
         return False
-    _call(url, admin, "POST", "2.0/mlflow/users/create", {"username": user, "password": password})
+    _call(url, admin, "POST", "2.0/mlflow/users/create", {"username": user, "password": password}, verify=verify)
     return True
 
 
-def add_teammate(url: str, folder: Path, user: str) -> str:
+def add_teammate(url: str, folder: Path, user: str, verify: str | bool | None = None) -> str:
     """A new teammate, who may log runs but not promote; returns their password (shown once)."""
     if user in (ADMIN, PROMOTER):
         raise AccessError(f"{user} is the server's own user: choose another name")
     admin = (ADMIN, admin_password(folder))
     password = secrets.token_urlsafe(18)
-    if not create_user(url, admin, user, password):
+    if not create_user(url, admin, user, password, verify):
         raise AccessError(f"user {user} already exists: its password is theirs (an admin can reset it "
                           "through MLflow's update-password API)")
-    grant(url, admin, user, "experiment", "*", "EDIT")
+    grant(url, admin, user, "experiment", "*", "EDIT", verify)
     return password
 
 
-def bootstrap(url: str, folder: Path, model_name: str) -> None:
+def bootstrap(url: str, folder: Path, model_name: str, verify: str | bool | None = None) -> None:
     """At every start: the promoter exists, and the registered model exists, created by the admin,
     with MANAGE for the promoter alone."""
     admin = (ADMIN, admin_password(folder))
-    create_user(url, admin, PROMOTER, private_file(folder / FILES["promoter"]))
-    grant(url, admin, PROMOTER, "experiment", "*", "EDIT")  # promote logs the served model into its run
-    _call(url, admin, "POST", "2.0/mlflow/registered-models/create", {"name": model_name}, exists_ok=True)
-    grant(url, admin, PROMOTER, "registered_model", model_name, "MANAGE")
+    create_user(url, admin, PROMOTER, private_file(folder / FILES["promoter"]), verify)
+    grant(url, admin, PROMOTER, "experiment", "*", "EDIT", verify)  # promote logs the served model into its run
+    _call(url, admin, "POST", "2.0/mlflow/registered-models/create", {"name": model_name}, exists_ok=True,
+          verify=verify)
+    grant(url, admin, PROMOTER, "registered_model", model_name, "MANAGE", verify)
 
 
 def credentials(folder: Path, user: str) -> dict[str, str]:

@@ -9,15 +9,16 @@ and the search's studies (`optuna`, mnistcnn/search/search.py). It trusts its Un
 the cluster's own folder (mode 0700), and asks every TCP connection for a password
 (scram-sha-256): MLflow connects over the socket, search workers on any machine over TCP as the
 role `optuna`, whose generated password is in the server's folder (`study.password`, mode 0600).
+The wheel's PostgreSQL is built without TLS: off loopback it listens on 127.0.0.1 only, behind the
+TLS front of mnistcnn/team/pg_tls.py, and the study URL asks clients to verify the server's certificate.
 """
 
 from __future__ import annotations
 
-import socket
 import warnings
 from pathlib import Path
 
-from mnistcnn.team import access
+from mnistcnn.team import access, addresses
 
 DATABASE = "mlflow"
 STUDY_DATABASE = "optuna"  # the search's studies (mnistcnn/search/search.py), one database for every study
@@ -100,7 +101,8 @@ def start(folder: Path, host: str, port: int) -> tuple[str, str, str]:
     return uri.format(DATABASE), uri.format(access.AUTH_DATABASE), study_url(folder, host, port)
 
 
-def study_url(folder: Path, host: str, port: int) -> str:
-    """The URL a search worker passes (--storage, $SEARCH_STORAGE), with the password: keep it private."""
-    reachable = socket.getfqdn() if host in ("0.0.0.0", "::") else host
-    return f"postgresql://optuna:{study_password(folder)}@{reachable}:{port}/{STUDY_DATABASE}"
+def study_url(folder: Path, host: str, port: int, encrypted: bool = False) -> str:
+    """The URL a search worker passes (--storage, $SEARCH_STORAGE), with the password: keep it private.
+    `encrypted`: TLS, the server's certificate verified against $PGSSLROOTCERT (the team's CA)."""
+    verify = "?sslmode=verify-full" if encrypted else ""
+    return f"postgresql://optuna:{study_password(folder)}@{addresses.public(host)}:{port}/{STUDY_DATABASE}{verify}"

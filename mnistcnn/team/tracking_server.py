@@ -14,18 +14,16 @@ PostgreSQL comes from the `pgserver` wheel, which ships the real server binaries
 no root and no system package is needed (mnistcnn/team/postgres.py). MLflow runs its authentication
 app (mnistcnn/team/access.py) and binds to 127.0.0.1 unless told otherwise; another address
 also needs the host names clients will use (`allowed_hosts`, MLflow's check against DNS
-rebinding). Both keep running after `make server` returns, and a restart finds every run
-and every user where they were.
+rebinding), and turns TLS on for both servers, with a CA of the server's own (`tls/`:
+mnistcnn/team/tls.py). Both keep running after `make server` returns, and a restart finds every
+run and every user where they were.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import signal
-import socket
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -33,13 +31,10 @@ from pathlib import Path
 
 import psutil
 
-from mnistcnn.team import access, postgres, ui
+from mnistcnn.team import access, addresses, postgres, processes, tls, ui
 from mnistcnn.tracking import health
 
-LOOPBACK = "localhost"
-ANY = ("0.0.0.0", "::")  # every interface
 START_TIMEOUT = 120  # seconds: the first start creates MLflow's tables
-STOP_TIMEOUT = 30
 
 
 class ServerError(Exception):
@@ -52,10 +47,22 @@ class Server:
     host: str
     port: int
     study_url: str = ""  # the search's study storage: PostgreSQL over TCP, with its password
+    encrypted: bool = False  # TLS on both, with the CA in `ca` (off loopback)
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        """Where other machines reach it (and this one, through that address)."""
+        return f"{'https' if self.encrypted else 'http'}://{addresses.public(self.host)}:{self.port}"
+
+    @property
+    def local_url(self) -> str:
+        """Where the server's own machine reaches it."""
+        return f"{'https' if self.encrypted else 'http'}://{addresses.local(self.host)}:{self.port}"
+
+    @property
+    def ca(self) -> Path:
+        """The certificate clients trust the server by: MLFLOW_TRACKING_SERVER_CERT_PATH and PGSSLROOTCERT."""
+        return tls.Certificates(self.folder / "tls").ca
 
     @property
     def study_url_file(self) -> Path:
@@ -63,38 +70,21 @@ class Server:
         return self.folder / "search_storage.url"
 
 
-def _record(folder: Path) -> Path:
-    return folder / "mlflow.json"
-
-
-def _local(host: str) -> str:
-    """The address this machine reaches a server bound to `host` by."""
-    return "127.0.0.1" if host in ANY else host
-
-
-def is_loopback(host: str) -> bool:
+def _record(folder: Path) -> dict:
     try:
-        return host == LOOPBACK or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+        return json.loads((folder / "mlflow.json").read_text())
+    except (OSError, ValueError):
+        return {}
 
 
-def _running(folder: Path) -> tuple[psutil.Process, dict] | None:
-    """The MLflow server started from `folder` and its record (address, start), while it runs."""
-    try:
-        record = json.loads(_record(folder).read_text())
-        process = psutil.Process(record["pid"])
-        if f"{process.create_time():.2f}" == record["started"]:  # not a reused process id
-            return process, record
-    except (OSError, ValueError, KeyError, psutil.NoSuchProcess):
-        pass
-    return None
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
+def running(folder: Path) -> Server | None:
+    """The server started from `folder`, while its MLflow process runs (answering or not)."""
+    record = _record(folder.resolve())
+    if processes.alive(record) is None:
+        return None
+    encrypted = record.get("encrypted", False)
+    study = postgres.study_url(folder.resolve(), record["host"], record["study_port"], encrypted)
+    return Server(folder.resolve(), record["host"], record["port"], study, encrypted)
 
 
 def start(folder: Path, host: str, port: int, workers: int = 2, study_port: int | None = None,
@@ -102,46 +92,54 @@ def start(folder: Path, host: str, port: int, workers: int = 2, study_port: int 
     """Start PostgreSQL (the study storage on `study_port`, a free one if None) and the MLflow
     server on it, with authentication (its users made ready for `model_name`: mnistcnn/team/access.py),
     unless already running; returns the server once it answers /health. A host other than loopback
-    needs `allowed_hosts`: the comma-separated host names (and :ports) clients will reach it by."""
-    if not is_loopback(host) and not allowed_hosts:
+    needs `allowed_hosts`: the comma-separated host names (and :ports) clients will reach it by,
+    and both servers then take TLS connections only."""
+    if not addresses.is_loopback(host) and not allowed_hosts:
         raise ServerError(f"binding to {host} lets other machines reach the server: name the host names they "
-                          "will use with --allowed-hosts (e.g. mlflow.example.org,10.0.0.5:5001), and put TLS "
-                          "in front of it (README: Security)")
+                          "will use with --allowed-hosts (e.g. mlflow.example.org,10.0.0.5:5001); "
+                          "it then speaks TLS only (docs/team.md)")
     folder = folder.resolve()
-    running = _running(folder)
-    if running is not None:
-        process, record = running
-        study = postgres.study_url(folder, record["host"], record["study_port"]) if "study_port" in record else ""
-        server = Server(folder, record["host"], record["port"], study)
-        if health.check(server.url):
+    folder.mkdir(parents=True, exist_ok=True)
+    server = running(folder)
+    if server is not None:
+        if health.check(server.local_url, cafile=server.ca):
             return _with_url_file(server)
-        raise ServerError(f"the MLflow server of {folder} (process {process.pid}) does not answer at "
+        raise ServerError(f"the MLflow server of {folder} does not answer at "
                           f"{server.url}: see {folder / 'mlflow.log'}, or stop it with `make server-stop`")
-    if health.check(f"http://{host}:{port}"):
-        raise ServerError(f"port {port} on {host} already has a server: choose another with MLFLOW_PORT=...")
-    study_port = study_port or _free_port(host)
-    backend, users, study_url = postgres.start(folder, host, study_port)
-    server = Server(folder, host, port, study_url)
+    stop(folder)  # what is left of a server whose MLflow died: its TLS front, PostgreSQL
+    for taken in (port, study_port):
+        if taken and addresses.listening(host, taken):
+            raise ServerError(f"port {taken} on {host} already has a server: choose another with "
+                              "SERVER_PORT=... or STUDY_PORT=...")
+    study_port = study_port or addresses.free_port(host)
+    encrypted = not addresses.is_loopback(host)
+    record = {"host": host, "port": port, "study_port": study_port, "encrypted": encrypted}
+    if encrypted:  # PostgreSQL on loopback, behind the TLS front on the study port
+        certificates = tls.ensure(folder, tls.names_for(addresses.public(host), allowed_hosts))
+        backend, users, _ = postgres.start(folder, "127.0.0.1", internal := addresses.free_port("127.0.0.1"))
+        record["front"] = _front(folder, host, study_port, internal, certificates)
+    else:
+        certificates = None
+        backend, users, _ = postgres.start(folder, host, study_port)
+    server = Server(folder, host, port, postgres.study_url(folder, host, study_port, encrypted), encrypted)
     (folder / "artifacts").mkdir(exist_ok=True)
     command = [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth", "--backend-store-uri", backend,
                "--artifacts-destination", str(folder / "artifacts"), "--serve-artifacts",
                "--host", host, "--port", str(port), "--workers", str(workers),
-               *(["--allowed-hosts", f"{allowed_hosts},{_local(host)}:{port}"] if allowed_hosts else [])]
-    with open(folder / "mlflow.log", "ab") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env={**os.environ, **ui.SERVER_ENV, **access.server_env(folder, users)},
-                                   start_new_session=True)  # its own group: `stop` ends its workers too
-    started = f"{psutil.Process(process.pid).create_time():.2f}"
-    _record(folder).write_text(json.dumps({"pid": process.pid, "started": started, "host": host, "port": port,
-                                          "study_port": study_port}))
+               *(["--allowed-hosts", f"{allowed_hosts},{addresses.local(host)}:{port}"] if allowed_hosts else []),
+               *(["--uvicorn-opts", f"--ssl-keyfile {certificates.key} --ssl-certfile {certificates.certificate}"]
+                 if certificates else [])]
+    record |= processes.spawn(command, folder / "mlflow.log",
+                              env={**os.environ, **ui.SERVER_ENV, **access.server_env(folder, users)})
+    (folder / "mlflow.json").write_text(json.dumps(record))
     deadline = time.monotonic() + START_TIMEOUT
-    while not health.check(server.url):
-        if process.poll() is not None or time.monotonic() > deadline:
+    while not health.check(server.local_url, cafile=server.ca):
+        if processes.alive(record) is None or time.monotonic() > deadline:
             stop(folder)
             raise ServerError(f"the MLflow server did not start at {server.url}: see {folder / 'mlflow.log'}")
         time.sleep(0.5)
     try:
-        access.bootstrap(f"http://{_local(host)}:{port}", folder, model_name)
+        access.bootstrap(server.local_url, folder, model_name, verify=str(server.ca) if encrypted else True)
     except (access.AccessError, OSError) as err:
         stop(folder)
         raise ServerError(f"the MLflow server started but its users could not be set up ({err}): "
@@ -149,38 +147,42 @@ def start(folder: Path, host: str, port: int, workers: int = 2, study_port: int 
     return _with_url_file(server)
 
 
+def _front(folder: Path, host: str, port: int, internal: int, certificates: tls.Certificates) -> dict:
+    """The TLS front of PostgreSQL (mnistcnn/team/pg_tls.py) on host:port, once it listens; its record."""
+    record = processes.spawn([sys.executable, "-m", "mnistcnn.team.pg_tls", "--listen", host, "--port", str(port),
+                              "--to", str(internal), "--cert", str(certificates.certificate),
+                              "--key", str(certificates.key)], folder / "pg_tls.log")
+    deadline = time.monotonic() + 30
+    while not addresses.listening(host, port):
+        if processes.alive(record) is None or time.monotonic() > deadline:
+            if process := processes.alive(record):
+                processes.end(process)
+            raise ServerError(f"PostgreSQL's TLS front did not start on {host}:{port}: see {folder / 'pg_tls.log'}")
+        time.sleep(0.2)
+    return record
+
+
 def _with_url_file(server: Server) -> Server:
     access.rewritten_private_file(server.study_url_file, server.study_url)  # the host or port can change
     return server
 
 
-def _end(process: psutil.Process, sig: int, group: bool) -> None:
-    """Send `sig` (to the process group with `group`), wait, then kill what is left."""
-    try:
-        os.killpg(process.pid, sig) if group else process.send_signal(sig)
-        process.wait(STOP_TIMEOUT)
-    except psutil.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL) if group else process.kill()
-    except (ProcessLookupError, psutil.NoSuchProcess):
-        pass
-
-
 def stop(folder: Path) -> list[str]:
-    """Stop the MLflow server, then PostgreSQL (a fast shutdown: committed data stays);
-    returns what was stopped."""
+    """Stop the MLflow server, PostgreSQL's TLS front, then PostgreSQL (a fast shutdown: committed
+    data stays); returns what was stopped."""
     folder = folder.resolve()
     stopped = []
-    running = _running(folder)
-    if running is not None:
-        process, _ = running
-        _end(process, signal.SIGTERM, group=True)
-        stopped.append(f"MLflow server (process {process.pid})")
-    _record(folder).unlink(missing_ok=True)
+    record = _record(folder)
+    for name, entry in (("MLflow server", record), ("PostgreSQL's TLS front", record.get("front"))):
+        if process := processes.alive(entry):
+            processes.end(process)
+            stopped.append(f"{name} (process {process.pid})")
+    (folder / "mlflow.json").unlink(missing_ok=True)
     pid_file = folder / "postgres" / "postmaster.pid"
     try:
         postmaster = psutil.Process(int(pid_file.read_text().split()[0]))
     except (OSError, ValueError, IndexError, psutil.NoSuchProcess):
         return stopped
-    _end(postmaster, signal.SIGINT, group=False)  # SIGINT: PostgreSQL's "fast" shutdown
+    processes.end(postmaster, signal.SIGINT, group=False)  # SIGINT: PostgreSQL's "fast" shutdown
     stopped.append(f"PostgreSQL (process {postmaster.pid})")
     return stopped

@@ -82,6 +82,8 @@ def connect() -> str:
         return uri
     if is_server(uri):
         problem = health.problem(uri)
+        if problem is not None and (untrusted := health.untrusted(uri, problem)):
+            raise health.ServerUnreachable(f"{untrusted}; nothing was written")
         if problem is not None:
             raise health.ServerUnreachable(
                 f"cannot reach the MLflow tracking server at {uri} ({problem}); nothing was written. "
