@@ -22,7 +22,7 @@ FRONTIER_ARGS ?=
 # DVC runs each stage's `python -m stages.X` through the shell: put the venv first.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro check-repro test test-fast test-cpus qemu gate promote serve reset exp compare frontier budget search bench bench-e2e bench-search bench-serve bench-kernels bench-speedup bench-gate ui browser plots-lib server server-stop push pull lock clean
+.PHONY: install repro check-repro test test-fast test-cpus qemu gate promote serve reset exp compare frontier budget search bench bench-e2e bench-search bench-tls bench-serve bench-kernels bench-speedup bench-gate ui browser sshd plots-lib server server-stop push pull lock clean
 
 install: $(STAMP) plots-lib
 
@@ -56,7 +56,7 @@ check-repro:
 # (tests/conftest.py). docs/testing.md: the tiers and what they take.
 # OpenMP threads sleep at once when idle: three workers share 2 cores (stages/__init__.py).
 TEST_WORKERS ?= 3
-test: install browser
+test: install browser sshd
 	OMP_WAIT_POLICY=PASSIVE pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 # The unit tier, within a minute: pure functions, the schema, the architectures, the verdict, compare,
@@ -160,6 +160,12 @@ ui: install
 browser:
 	test -x /usr/bin/chromium || { apt-get update && apt-get install -y --no-install-recommends chromium; }
 
+# The multi-host tests make hosts with iproute2's `ip` (tests/hosts.py), and the SSH remote's runs Debian's
+# OpenSSH server on one of them (tests/test_ssh_remote.py): installed once (as root).
+sshd:
+	test -x /usr/sbin/sshd -a -x /usr/sbin/ip || { apt-get update && \
+	  apt-get install -y --no-install-recommends openssh-server iproute2; }
+
 # The team's MLflow tracking server on PostgreSQL (mnistcnn/team/tracking_server.py), its data in $(SERVER_DIR)/;
 # then MLFLOW_TRACKING_URI=http://127.0.0.1:$(SERVER_PORT) sends every stage's run there, and the
 # SEARCH_STORAGE in $(SERVER_DIR)/search_storage.url (PostgreSQL on port $(STUDY_PORT), with its password;
@@ -172,12 +178,13 @@ server: install
 server-stop: install
 	python -m stages.tracking_server stop --folder $(SERVER_DIR)
 
-# Outputs and run-cache to and from the team's DVC remote (README: "Working as a team").
+# Outputs and run-cache to and from the team's DVC remote (README: "Working as a team"). An SSH remote's
+# host key is checked first with OpenSSH (stages/remote.py): dvc-ssh checks none.
 push: install
-	dvc push --run-cache
+	python -m stages.remote check && dvc push --run-cache
 
 pull: install
-	dvc pull --run-cache
+	python -m stages.remote check && dvc pull --run-cache
 
 lock: install
 	{ echo "# Every installed package, pinned: regenerate with 'make lock' after changing requirements.txt."; \

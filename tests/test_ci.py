@@ -139,7 +139,8 @@ def test_a_push_to_main_shares_its_outputs_and_run_cache():
     assert {share["env"][f"MLFLOW_TRACKING_{k}"] for k in ("USERNAME", "PASSWORD")} == {
         "${{ secrets.MLFLOW_TRACKING_USERNAME }}", "${{ secrets.MLFLOW_TRACKING_PASSWORD }}"}
     makefile = (ROOT / "Makefile").read_text()
-    assert "\tdvc push --run-cache" in makefile and "\tdvc pull --run-cache" in makefile
+    for verb in ("push", "pull"):  # outputs and run-cache, after the SSH remote's host key is checked
+        assert f"\tpython -m stages.remote check && dvc {verb} --run-cache\n" in makefile
 
 
 def test_the_committed_lock_records_every_code_dependency_as_it_is_now():
