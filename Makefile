@@ -113,6 +113,11 @@ bench-e2e: install  # only the end-to-end part: experiments broken down, against
 bench-search: install  # what pruning saves a search, and trials per minute for 1 and 2 workers: ~15 minutes
 	python -m benchmarks.search
 
+# What TLS costs a search trial and a logged run: two team servers on a test host (network namespaces,
+# as root), one with TLS and one in clear, alternating (docs/team.md): ~3 minutes
+bench-tls: install
+	python -m benchmarks.tls
+
 bench-kernels: install  # what the portable CPU code paths cost against native ones (after make repro): ~6 minutes
 	python -m benchmarks.kernels
 
