@@ -281,3 +281,34 @@ def test_a_worker_host_killed_mid_trial_has_its_trial_failed_and_run_again_on_th
         return [(r.info.status, r.data.tags["trial.ended_by"]) for r in client.search_runs(
             [experiment], f"tags.`search.study` = 'killed' AND tags.`trial.number` = '{victim.number}'")]
     assert team.host.call(logged) == [("FAILED", "its worker stopped beating")]
+
+
+def test_a_restart_on_the_network_keeps_the_ca_the_users_the_runs_and_the_studies(team, hosts, clones):
+    """make server-stop ends MLflow, PostgreSQL's TLS front and PostgreSQL; make server again finds every
+    run and trial, and signs with the same CA, so teammates keep the certificate they were given."""
+    ca, key = team.ca.read_bytes(), (team.folder / "tls/ca.key").read_bytes()
+
+    def one_trial() -> None:
+        study = optuna.create_study(study_name="restart", storage=team.storage())
+        study.tell(study.ask({"lr": optuna.distributions.FloatDistribution(0.001, 0.1)}), 0.5)
+    team.host.call(one_trial)
+    before = trials_of(team, "restart")
+    runs = team.host.call(server_runs, team.url, "mnist-compact-cnn-data")  # the teammates' downloads
+    stopped = team.host.run(server_command(team.folder, "stop"), cwd=ROOT, env=tool_env()).stdout
+    assert "MLflow server" in stopped and "PostgreSQL's TLS front" in stopped and "PostgreSQL (" in stopped, stopped
+
+    def closed(port: int) -> bool:
+        with socket.socket() as probe:
+            probe.settimeout(3)
+            return probe.connect_ex((team.host.address, port)) != 0
+    assert hosts["alice"].call(closed, PORT) and hosts["alice"].call(closed, STUDY_PORT)
+    team.host.run(server_command(team.folder, "start", "--host", team.host.address, "--port", str(PORT),
+                                 "--study-port", str(STUDY_PORT), "--allowed-hosts", f"{team.host.address}:{PORT}"),
+                  cwd=ROOT, env=tool_env())
+    assert team.ca.read_bytes() == ca and (team.folder / "tls/ca.key").read_bytes() == key
+    assert [(t.number, t.state, t.params, t.value) for t in trials_of(team, "restart")] == \
+        [(t.number, t.state, t.params, t.value) for t in before] != []
+    assert team.host.call(server_runs, team.url, "mnist-compact-cnn-data") == runs != []
+    repo, env = clones["alice"]  # the teammate's own settings, the CA they were given, still work
+    assert hosts["alice"].run([sys.executable, "-c", "from mnistcnn.tracking import store; print(store.connect())"],
+                              cwd=repo, env=env).stdout.strip() == team.url
