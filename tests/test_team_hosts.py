@@ -167,6 +167,11 @@ def test_a_stranger_is_refused_at_every_door(team, hosts, clones):
     assert stranger.call(status, "POST", "runs/create", experiment_id="0") == 401
     assert stranger.call(status, "GET", "experiments/search?max_results=1", auth=("alice", "guessed")) == 401
     assert stranger.call(status, "GET", "experiments/search?max_results=1", auth=("admin", "admin")) == 401
+    # A page that DNS rebinding points at the server sends its own host name: refused, even with a login
+    admin = tuple(access.credentials(team.folder, access.ADMIN).values())
+    rebound = stranger.call(requests.get, f"{api}/experiments/search?max_results=1", auth=admin, timeout=10,
+                            verify=str(team.ca), headers={"Host": "attacker.example"})
+    assert rebound.status_code == 403 and "DNS rebinding" in rebound.text
 
     def database(user: str, secret: str | None) -> None:
         psycopg2.connect(host=team.host.address, port=STUDY_PORT, user=user, password=secret, dbname="optuna",
