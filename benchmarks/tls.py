@@ -71,9 +71,8 @@ def trial_traffic(storage: optuna.storages.RDBStorage, study: str) -> float:
     return time.perf_counter() - began
 
 
-def logged_run(url: str, experiment: str, artifact: Path) -> float:
+def logged_run(client: mlflow.MlflowClient, experiment: str, artifact: Path) -> float:
     """Seconds for a run the size of a train stage's logging, made through MLflow's client."""
-    client = mlflow.MlflowClient(url)
     began = time.perf_counter()
     run = client.create_run(client.get_experiment_by_name(experiment).experiment_id).info.run_id
     client.log_batch(run, params=[mlflow.entities.Param(f"p{i}", str(i)) for i in range(20)])
@@ -137,14 +136,14 @@ def main() -> None:
             trials = host.call(alternate, args.rounds, {kind: (lambda k=kind: trial_traffic(storages[k], "bench"))
                                                         for kind in PORTS})
 
-            made: set[str] = set()
+            def client(kind: str) -> mlflow.MlflowClient:
+                os.environ.update(servers[kind]["env"])  # the login MLflow's client sends
+                return mlflow.MlflowClient(servers[kind]["url"])
+
+            host.call(lambda: [client(kind).create_experiment("bench") for kind in PORTS])
 
             def runs(kind: str) -> float:
-                os.environ.update(servers[kind]["env"])  # the login MLflow's client sends
-                if kind not in made:
-                    mlflow.MlflowClient(servers[kind]["url"]).create_experiment("bench")
-                    made.add(kind)
-                return logged_run(servers[kind]["url"], "bench", work / "artifact.bin")
+                return logged_run(client(kind), "bench", work / "artifact.bin")
 
             logged = host.call(alternate, args.rounds, {kind: (lambda k=kind: runs(k)) for kind in PORTS})
             clone = scratch_clone(work)
@@ -160,7 +159,8 @@ def main() -> None:
     print(f"{report['machine']['cpu']}: medians, TLS against plain, on one host")
     for name in ("trial_storage_traffic", "logged_run", "train_stage"):
         part = report[name]
-        print(f"  {name:22} {part['median_s']['tls'] * 1000:9.1f} ms against {part['median_s']['plain'] * 1000:9.1f} ms "
+        tls_ms, plain_ms = (part["median_s"][kind] * 1000 for kind in ("tls", "plain"))
+        print(f"  {name:22} {tls_ms:9.1f} ms against {plain_ms:9.1f} ms "
               f"({part['tls_minus_plain_s'] * 1000:+.1f} ms, x{part['ratio']:.2f}, n {part['n']})")
     shutil.rmtree(work, ignore_errors=True)
 

@@ -7,7 +7,8 @@
 Then MLFLOW_TRACKING_URI=http://127.0.0.1:5001, with a user's MLFLOW_TRACKING_USERNAME and
 MLFLOW_TRACKING_PASSWORD, sends every stage's run there. add-user prints the new teammate's
 password, once, and what else they set. Off loopback the server speaks TLS only: teammates
-trust its CA (server/tls/ca.crt) with MLFLOW_TRACKING_SERVER_CERT_PATH and PGSSLROOTCERT. See mnistcnn/team/tracking_server.py for what the folder holds, mnistcnn/team/access.py for who
+trust its CA (server/tls/ca.crt) with MLFLOW_TRACKING_SERVER_CERT_PATH and PGSSLROOTCERT.
+See mnistcnn/team/tracking_server.py for what the folder holds, mnistcnn/team/access.py for who
 may do what.
 """
 
@@ -54,7 +55,7 @@ def add_user(folder: Path, name: str) -> None:
     server = tracking_server.running(folder)
     if server is None:
         raise tracking_server.ServerError(f"no server of {folder} is running: start it first (make server)")
-    password = access.add_teammate(server.local_url, server.folder, name, verify=str(server.ca) if server.encrypted else None)
+    password = access.add_teammate(server.local_url, server.folder, name, verify=server.verify)
     print(f"user {name} added: they may log runs, not register models or move aliases. What they set, the "
           f"password shown this once:\n  export MLFLOW_TRACKING_URI={server.url} MLFLOW_TRACKING_USERNAME={name} "
           f"MLFLOW_TRACKING_PASSWORD={password}")

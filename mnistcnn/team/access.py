@@ -25,6 +25,8 @@ from pathlib import Path
 
 import requests
 
+from mnistcnn.tracking import health
+
 ADMIN, PROMOTER = "admin", "promoter"
 AUTH_DATABASE = "mlflow_auth"
 FILES = {"admin": "admin.password", "promoter": "promoter.password", "flask": "flask.secret", "ini": "auth.ini"}
@@ -74,17 +76,17 @@ def server_env(folder: Path, database_uri: str) -> dict[str, str]:
             "MLFLOW_FLASK_SERVER_SECRET_KEY": private_file(folder / FILES["flask"])}
 
 
-def trusted(verify: str | bool | None = None) -> str | bool:
+def _trusted(verify: str | bool | None = None) -> str | bool:
     """What a request checks the server's certificate against: `verify`, else the CA that MLflow's
     client trusts ($MLFLOW_TRACKING_SERVER_CERT_PATH), else the system's."""
-    return verify if verify is not None else os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or True
+    return verify if verify is not None else os.environ.get(health.CERT_VARIABLE) or True
 
 
 def _call(url: str, admin: tuple[str, str], method: str, endpoint: str, body: dict | None = None,
           exists_ok: bool = False, verify: str | bool | None = None) -> dict:
     """One admin request to the server's REST API; AccessError unless it succeeds (or, with
     `exists_ok`, the thing already exists)."""
-    response = requests.request(method, f"{url}/api/{endpoint}", auth=admin, timeout=TIMEOUT, verify=trusted(verify),
+    response = requests.request(method, f"{url}/api/{endpoint}", auth=admin, timeout=TIMEOUT, verify=_trusted(verify),
                                 **({"params": body} if method == "GET" else {"json": body}))
     if response.ok:
         return response.json() if response.content else {}
@@ -106,7 +108,7 @@ def grant(url: str, admin: tuple[str, str], user: str, kind: str, name: str, per
 def create_user(url: str, admin: tuple[str, str], user: str, password: str, verify: str | bool | None = None) -> bool:
     """Create `user` unless it exists; True when it was created."""
     found = requests.get(f"{url}/api/2.0/mlflow/users/get", params={"username": user}, auth=admin, timeout=TIMEOUT,
-                         verify=trusted(verify))
+                         verify=_trusted(verify))
     if found.ok:
         return False
     _call(url, admin, "POST", "2.0/mlflow/users/create", {"username": user, "password": password}, verify=verify)

@@ -65,6 +65,11 @@ class Server:
         return tls.Certificates(self.folder / "tls").ca
 
     @property
+    def verify(self) -> str | bool:
+        """What the server's own requests check its certificate against: its CA, when it speaks TLS."""
+        return str(self.ca) if self.encrypted else True
+
+    @property
     def study_url_file(self) -> Path:
         """study_url, in a file only its owner reads: printed, it would stay in logs and scrollback."""
         return self.folder / "search_storage.url"
@@ -139,7 +144,7 @@ def start(folder: Path, host: str, port: int, workers: int = 2, study_port: int 
             raise ServerError(f"the MLflow server did not start at {server.url}: see {folder / 'mlflow.log'}")
         time.sleep(0.5)
     try:
-        access.bootstrap(server.local_url, folder, model_name, verify=str(server.ca) if encrypted else True)
+        access.bootstrap(server.local_url, folder, model_name, verify=server.verify)
     except (access.AccessError, OSError) as err:
         stop(folder)
         raise ServerError(f"the MLflow server started but its users could not be set up ({err}): "
